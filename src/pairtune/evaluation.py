@@ -1,0 +1,103 @@
+"""Evaluate one model's embeddings on the eval split, with thresholds from dev.
+
+`evaluate` takes embeddings (not a model) so it can be tested without one; the stage encodes each unique
+text of dev and eval once and passes the result in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pairtune import metrics as M
+from pairtune.params import Evaluate
+
+
+@dataclass(frozen=True)
+class Result:
+    metrics: dict[str, float]  # flat, numeric, finite: metrics/evaluate_<model>.json
+    details: dict[str, Any]  # tables and texts for the report
+    roc: list[dict[str, float]]  # dvc plots data
+    scores: list[dict[str, Any]]
+    predictions: list[dict[str, int]]
+
+
+def unique_texts(*splits: list[dict[str, Any]]) -> list[str]:
+    """Every distinct text in the splits, sorted: each is encoded once."""
+    return sorted({t for pairs in splits for p in pairs for t in (p["text_1"], p["text_2"])})
+
+
+def _finite(d: dict[str, float]) -> dict[str, float]:
+    # dvc metrics and JSON need finite numbers; an undefined value (one class, zero spread) is left out.
+    return {k: round(float(v), 6) for k, v in d.items() if not math.isnan(v) and not math.isinf(v)}
+
+
+def evaluate(emb: np.ndarray, index: dict[str, int], dev: list[dict[str, Any]], eval_: list[dict[str, Any]],
+             cfg: Evaluate, positive_threshold: float, seed: int, with_clusters: bool = True) -> Result:
+    """All eight metrics on eval; the F1 and false-positive thresholds come from dev."""
+    s_dev = M.pair_scores(emb, index, dev)
+    y_dev = np.array([p["label"] >= positive_threshold for p in dev], dtype=int)
+    s = M.pair_scores(emb, index, eval_)
+    graded = np.array([p["label"] for p in eval_], dtype=float)
+    y = (graded >= positive_threshold).astype(int)
+
+    out: dict[str, float] = {"n_pairs": len(eval_), "n_positives": int(y.sum())}
+    # 1. rank correlation (with binary labels Spearman is a rescaled AUC and cannot reach 1)
+    out["spearman"], out["pearson"] = M.spearman(s, graded), M.pearson(s, graded)
+    # 2-4. separation
+    out.update(M.margin(s, y))
+    out["cohens_d"] = M.cohens_d(s, y)
+    out["welch_t"], out["welch_p"] = M.welch(s, y)
+    out["auc"] = M.auc(s, y)
+    # 5. F1 at the dev-chosen threshold, and the optimistic eval oracle
+    threshold = M.best_f1_threshold(s_dev, y_dev)
+    out["threshold"] = threshold
+    out.update(M.classify(s, y, threshold))
+    oracle = M.best_f1_threshold(s, y)
+    out["f1_oracle"], out["threshold_oracle"] = M.classify(s, y, oracle)["f1"], oracle
+    # confidence intervals: resample eval pairs, threshold fixed from dev
+    stats = {"spearman": lambda i: M.spearman(s[i], graded[i]), "auc": lambda i: M.auc(s[i], y[i]),
+             "margin": lambda i: M.margin(s[i], y[i])["margin"],
+             "f1": lambda i: M.classify(s[i], y[i], threshold)["f1"]}
+    for name, fn in stats.items():
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = M.bootstrap_ci(fn, len(s), cfg.bootstrap, cfg.confidence, seed)
+    # 6. cluster purity
+    coords = labels = None
+    if with_clusters:
+        cl, coords, labels = M.cluster_purity(M.pair_points(emb, index, eval_), y, cfg.umap_neighbors,
+                                              cfg.umap_min_dist, cfg.hdbscan_min_cluster, cfg.hdbscan_min_samples,
+                                              seed)
+        out.update(cl)
+    # 7. false positives at the dev F1 threshold, and at the common operating point (recall on dev)
+    fp = M.false_positives(s, y, eval_, threshold, cfg.worst_fp)
+    common = M.recall_threshold(s_dev, y_dev, cfg.recall_target)
+    fp_common = M.false_positives(s, y, eval_, common, cfg.worst_fp)
+    out.update(fp_count=fp["count"], fp_rate=fp["count"] / max(fp["negatives"], 1), threshold_common=common,
+               fp_common_count=fp_common["count"], recall_common=M.classify(s, y, common)["recall"])
+    for name, n in fp_common["by_pair_type"].items():
+        out[f"fp_common_{name}"] = n
+    # 8. breakdowns
+    by_cat = M.breakdown(s, y, [p["category"] for p in eval_], threshold)
+    by_type = M.breakdown(s, y, [p["pair_type"] for p in eval_], threshold)
+    for prefix, table in (("category", by_cat), ("pair_type", by_type)):
+        for group, row in table.items():
+            out[f"{prefix}_{group}_accuracy"] = row["accuracy"]
+            if "auc" in row:
+                out[f"{prefix}_{group}_auc"] = row["auc"]
+
+    fpr, tpr, _ = M.roc_curve(y, s)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 200)).astype(int))
+    details = {"fp": fp, "fp_common": fp_common, "by_category": by_cat, "by_pair_type": by_type,
+               "umap": None if coords is None else [[round(float(a), 4), round(float(b), 4)] for a, b in coords],
+               "cluster_labels": None if labels is None else labels.tolist(),
+               "scores": [round(float(v), 6) for v in s], "labels": y.tolist(), "graded": graded.tolist()}
+    return Result(
+        metrics=_finite(out), details=details,
+        roc=[{"fpr": round(float(fpr[i]), 6), "tpr": round(float(tpr[i]), 6)} for i in keep],
+        scores=[{"pair": i, "cosine": round(float(v), 6), "label": int(y[i]), "pair_type": eval_[i]["pair_type"]}
+                for i, v in enumerate(s)],
+        predictions=[{"actual": int(a), "predicted": int(b >= threshold)} for a, b in zip(y, s, strict=True)],
+    )

@@ -1,0 +1,215 @@
+"""The eight evaluation metrics, computed the same way for every model.
+
+Conventions: `scores` are cosine similarities of pairs, `y` the binary labels (scaled label >= the positive
+threshold), `graded` the scaled labels in [0, 1]. Thresholds are always chosen on dev and applied to eval;
+the only number picked on eval is the F1 *oracle*, labelled as such.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import (
+    accuracy_score,
+    adjusted_rand_score,
+    f1_score,
+    normalized_mutual_info_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+
+def pair_scores(emb: np.ndarray, index: dict[str, int], pairs: list[dict[str, Any]]) -> np.ndarray:
+    """Cosine of each pair from L2-normalised embeddings of its unique texts."""
+    a = emb[[index[p["text_1"]] for p in pairs]]
+    b = emb[[index[p["text_2"]] for p in pairs]]
+    return np.sum(a * b, axis=1).astype(np.float64)
+
+
+def both_classes(y: np.ndarray) -> bool:
+    return 0 < int(np.sum(y)) < len(y)
+
+
+def spearman(scores: np.ndarray, graded: np.ndarray) -> float:
+    """Spearman's rho; NaN where either side is constant."""
+    if np.ptp(scores) == 0 or np.ptp(graded) == 0:
+        return math.nan
+    return float(stats.spearmanr(scores, graded).statistic)
+
+
+def pearson(scores: np.ndarray, graded: np.ndarray) -> float:
+    if np.ptp(scores) == 0 or np.ptp(graded) == 0:
+        return math.nan
+    return float(stats.pearsonr(scores, graded).statistic)
+
+
+def auc(scores: np.ndarray, y: np.ndarray) -> float:
+    """AUC-ROC; NaN with one class."""
+    return float(roc_auc_score(y, scores)) if both_classes(y) else math.nan
+
+
+def margin(scores: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Mean cosine of positives, of negatives, and their difference."""
+    pos = float(np.mean(scores[y == 1])) if np.any(y == 1) else math.nan
+    neg = float(np.mean(scores[y == 0])) if np.any(y == 0) else math.nan
+    return {"mean_cos_pos": pos, "mean_cos_neg": neg, "margin": pos - neg}
+
+
+def cohens_d(scores: np.ndarray, y: np.ndarray) -> float:
+    """Cohen's d with the pooled standard deviation (ddof 1); NaN if undefined (a class < 2, zero spread)."""
+    a, b = scores[y == 1], scores[y == 0]
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    pooled = math.sqrt(((len(a) - 1) * np.var(a, ddof=1) + (len(b) - 1) * np.var(b, ddof=1)) / (len(a) + len(b) - 2))
+    if pooled == 0:
+        return math.nan
+    return float((np.mean(a) - np.mean(b)) / pooled)
+
+
+def welch(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Welch's t statistic and two-sided p value (positives minus negatives)."""
+    a, b = scores[y == 1], scores[y == 0]
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return math.nan, math.nan
+    res = stats.ttest_ind(a, b, equal_var=False)
+    return float(res.statistic), float(res.pvalue)
+
+
+def best_f1_threshold(scores: np.ndarray, y: np.ndarray) -> float:
+    """The threshold (predict positive when score >= it) with the highest F1, searched over all of [-1, 1].
+
+    Every distinct score is a candidate cut; the threshold returned sits midway in the gap below the best
+    cut, so a score equal to a dev score is classified as on dev.
+    """
+    cuts = np.unique(scores)[::-1]  # descending
+    best_f1, best_i = -1.0, 0
+    for i, cut in enumerate(cuts):
+        f1 = f1_score(y, scores >= cut, zero_division=0)
+        if f1 > best_f1:
+            best_f1, best_i = f1, i
+    lower = cuts[best_i + 1] if best_i + 1 < len(cuts) else -1.0
+    return float((cuts[best_i] + lower) / 2)
+
+
+def recall_threshold(scores: np.ndarray, y: np.ndarray, target: float) -> float:
+    """The highest threshold whose recall on these pairs is at least `target`."""
+    pos = np.sort(scores[y == 1])[::-1]
+    k = max(1, math.ceil(target * len(pos)))
+    return float(pos[k - 1])
+
+
+def classify(scores: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, float]:
+    """F1, precision, recall and accuracy at a fixed threshold."""
+    pred = scores >= threshold
+    return {"f1": float(f1_score(y, pred, zero_division=0)),
+            "precision": float(precision_score(y, pred, zero_division=0)),
+            "recall": float(recall_score(y, pred, zero_division=0)),
+            "accuracy": float(accuracy_score(y, pred))}
+
+
+def bootstrap_ci(stat: Callable[[np.ndarray], float], n: int, resamples: int, confidence: float,
+                 seed: int) -> tuple[float, float]:
+    """Percentile bootstrap interval of `stat(indices)` over `resamples` resamples of n items (seeded).
+
+    Resamples where the statistic is undefined (one class drawn) are skipped.
+    """
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        v = stat(rng.integers(0, n, n))
+        if not math.isnan(v):
+            values.append(v)
+    if not values:
+        return math.nan, math.nan
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(values, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, y: np.ndarray, graded: np.ndarray, resamples: int,
+                     confidence: float, seed: int) -> dict[str, float]:
+    """Difference (b minus a) in AUC and Spearman between two models scored on the same pairs, with
+    intervals from resampling the pairs once for both models, and the share of resamples where b <= a."""
+    out: dict[str, float] = {}
+    for name, fn, target in (("auc", auc, y), ("spearman", spearman, graded)):
+        diff = fn(b, target) - fn(a, target)
+        lo, hi = bootstrap_ci(lambda i, fn=fn, t=target: fn(b[i], t[i]) - fn(a[i], t[i]), len(y), resamples,
+                              confidence, seed)
+        out[f"{name}_diff"], out[f"{name}_diff_ci_low"], out[f"{name}_diff_ci_high"] = diff, lo, hi
+    return out
+
+
+def pair_points(emb: np.ndarray, index: dict[str, int], pairs: list[dict[str, Any]]) -> np.ndarray:
+    """One point per pair for clustering: [e1 * e2, |e1 - e2|], symmetric in the pair's order.
+
+    The elementwise product sums to the cosine; the absolute difference shows where the texts disagree.
+    """
+    a = emb[[index[p["text_1"]] for p in pairs]]
+    b = emb[[index[p["text_2"]] for p in pairs]]
+    return np.concatenate([a * b, np.abs(a - b)], axis=1)
+
+
+def cluster_purity(points: np.ndarray, y: np.ndarray, neighbors: int, min_dist: float, min_cluster: int,
+                   min_samples: int, seed: int) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """UMAP to 2-d (cosine), then HDBSCAN; purity over clustered points against the chance level.
+
+    Returns the metrics, the 2-d coordinates and the cluster labels (-1 = noise). ARI and NMI compare the
+    clusters of non-noise points with the labels.
+    """
+    import hdbscan
+    import umap
+
+    coords = umap.UMAP(n_neighbors=min(neighbors, len(points) - 1), min_dist=min_dist, metric="cosine",
+                       random_state=seed, n_jobs=1).fit_transform(points)
+    labels = hdbscan.HDBSCAN(min_cluster_size=min_cluster, min_samples=min_samples).fit_predict(coords)
+    kept = labels >= 0
+    chance = float(max(np.mean(y), 1 - np.mean(y)))
+    metrics = {"cluster_chance": chance, "cluster_noise_share": float(1 - np.mean(kept)),
+               "clusters": float(len(set(labels[kept].tolist())))}
+    if np.any(kept):
+        majority = sum(int(max(np.sum(y[labels == c]), np.sum(1 - y[labels == c]))) for c in set(labels[kept].tolist()))
+        metrics["cluster_purity"] = majority / int(np.sum(kept))
+        metrics["cluster_ari"] = float(adjusted_rand_score(y[kept], labels[kept]))
+        metrics["cluster_nmi"] = float(normalized_mutual_info_score(y[kept], labels[kept]))
+    else:
+        metrics.update(cluster_purity=math.nan, cluster_ari=math.nan, cluster_nmi=math.nan)
+    return metrics, coords, labels
+
+
+def breakdown(scores: np.ndarray, y: np.ndarray, groups: list[str], threshold: float) -> dict[str, dict[str, float]]:
+    """Per group: n, class counts, per-class mean cosine, accuracy at the dev threshold, and margin and AUC
+    only where both classes are present (a one-class margin means nothing)."""
+    out: dict[str, dict[str, float]] = {}
+    g = np.array(groups)
+    for name in sorted(set(groups)):
+        m = g == name
+        s, t = scores[m], y[m]
+        row: dict[str, float] = {"n": int(m.sum()), "positives": int(t.sum()), "negatives": int((1 - t).sum()),
+                                 "accuracy": float(np.mean((s >= threshold) == (t == 1)))}
+        row.update({k: v for k, v in margin(s, t).items() if k != "margin"})
+        if both_classes(t):
+            row["margin"] = row["mean_cos_pos"] - row["mean_cos_neg"]
+            row["auc"] = auc(s, t)
+        out[name] = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+    return out
+
+
+def false_positives(scores: np.ndarray, y: np.ndarray, pairs: list[dict[str, Any]], threshold: float,
+                    worst: int) -> dict[str, Any]:
+    """Negatives scored at or above the threshold: count, by pair_type and category, and the worst ones."""
+    fp = np.where((y == 0) & (scores >= threshold))[0]
+    by = {key: {} for key in ("pair_type", "category")}
+    for i in fp:
+        for key in by:
+            by[key][pairs[i][key]] = by[key].get(pairs[i][key], 0) + 1
+    order = fp[np.argsort(-scores[fp], kind="stable")][:worst]
+    rows = [{"cosine": round(float(scores[i]), 4), "text_1": pairs[i]["text_1"], "text_2": pairs[i]["text_2"],
+             "pair_type": pairs[i]["pair_type"], "category": pairs[i]["category"]} for i in order]
+    return {"count": int(len(fp)), "negatives": int(np.sum(y == 0)), "by_pair_type": dict(sorted(by["pair_type"].items())),
+            "by_category": dict(sorted(by["category"].items())), "worst": rows}

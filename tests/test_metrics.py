@@ -1,0 +1,138 @@
+"""Metric functions against scikit-learn / scipy and hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.metrics import f1_score, roc_auc_score
+
+from pairtune import metrics as M
+from pairtune.evaluation import evaluate
+from pairtune.params import Evaluate
+
+rng = np.random.default_rng(0)
+S = rng.normal(size=200)
+Y = (S + rng.normal(size=200) > 0).astype(int)
+
+
+def test_against_reference_libraries():
+    assert M.auc(S, Y) == pytest.approx(roc_auc_score(Y, S))
+    assert M.spearman(S, Y.astype(float)) == pytest.approx(stats.spearmanr(S, Y).statistic)
+    assert M.pearson(S, Y.astype(float)) == pytest.approx(stats.pearsonr(S, Y).statistic)
+    t, p = M.welch(S, Y)
+    ref = stats.ttest_ind(S[Y == 1], S[Y == 0], equal_var=False)
+    assert (t, p) == pytest.approx((ref.statistic, ref.pvalue))
+
+
+def test_hand_computed_cases():
+    s = np.array([0.9, 0.8, 0.3, 0.1])
+    y = np.array([1, 1, 0, 0])
+    assert M.auc(s, y) == 1.0 and M.auc(-s, y) == 0.0  # perfect and inverted rankings
+    assert M.margin(s, y) == pytest.approx({"mean_cos_pos": 0.85, "mean_cos_neg": 0.2, "margin": 0.65})
+    # pooled SD with ddof 1: both groups have var 0.005 and 0.02 -> pooled sqrt(0.0125)
+    assert M.cohens_d(s, y) == pytest.approx(0.65 / math.sqrt(0.0125))
+    ties = np.array([0.5, 0.5, 0.5, 0.5])
+    assert M.auc(ties, y) == 0.5  # all tied: chance
+    assert math.isnan(M.spearman(ties, y.astype(float)))  # zero variance: undefined, not an exception
+    assert math.isnan(M.cohens_d(ties, y))
+
+
+def test_one_class_is_undefined_not_a_crash():
+    y = np.ones(4, dtype=int)
+    s = np.array([0.1, 0.2, 0.3, 0.4])
+    assert math.isnan(M.auc(s, y)) and math.isnan(M.cohens_d(s, y)) and math.isnan(M.margin(s, y)["margin"])
+
+
+def test_best_f1_threshold_matches_brute_force_over_full_range():
+    t = M.best_f1_threshold(S, Y)
+    best = max(f1_score(Y, S >= c) for c in np.unique(S))
+    assert f1_score(Y, S >= t) == pytest.approx(best)
+    neg = np.array([-0.9, -0.8, -0.7, -0.2])  # all-negative cosines: the threshold must be allowed below 0
+    assert M.best_f1_threshold(neg, np.array([0, 1, 1, 1])) < -0.7
+
+
+def test_recall_threshold():
+    s = np.array([0.9, 0.7, 0.5, 0.3, 0.2])
+    y = np.array([1, 1, 1, 1, 0])
+    assert M.recall_threshold(s, y, 0.75) == 0.5
+    assert M.classify(s, y, M.recall_threshold(s, y, 0.75))["recall"] >= 0.75
+
+
+def test_bootstrap_is_deterministic_and_brackets_the_estimate():
+    fn = lambda i: M.auc(S[i], Y[i])  # noqa: E731
+    a = M.bootstrap_ci(fn, len(S), 200, 0.95, seed=3)
+    assert a == M.bootstrap_ci(fn, len(S), 200, 0.95, seed=3)
+    assert a != M.bootstrap_ci(fn, len(S), 200, 0.95, seed=4)
+    assert a[0] < M.auc(S, Y) < a[1]
+
+
+def test_paired_bootstrap_sign():
+    worse = S + rng.normal(scale=3, size=len(S))
+    out = M.paired_bootstrap(worse, S, Y, Y.astype(float), 200, 0.95, 0)
+    assert out["auc_diff"] > 0 and out["auc_diff_ci_low"] > 0
+
+
+def test_breakdown_single_class_groups_get_accuracy_not_margin():
+    s = np.array([0.9, 0.8, 0.2, 0.7, 0.1])
+    y = np.array([1, 1, 0, 0, 0])
+    table = M.breakdown(s, y, ["a", "a", "a", "b", "b"], threshold=0.5)
+    assert table["a"]["auc"] == 1.0 and "margin" in table["a"]
+    assert "margin" not in table["b"] and "auc" not in table["b"]
+    assert table["b"]["accuracy"] == 0.5 and table["b"]["n"] == 2 and table["b"]["positives"] == 0
+
+
+def _cfg(**kw):
+    base = dict(batch_size=8, bootstrap=50, confidence=0.95, recall_target=0.9, worst_fp=3, umap_neighbors=5,
+                umap_min_dist=0.1, hdbscan_min_cluster=5, hdbscan_min_samples=2)
+    return Evaluate(**(base | kw))
+
+
+def _synthetic(n, shift, seed):
+    """Pairs whose cosine is controlled: text_2 embedding = rotation of text_1 by an angle set by the label."""
+    r = np.random.default_rng(seed)
+    pairs, emb = [], []
+    for i in range(n):
+        label = i % 2
+        a = r.normal(size=8)
+        a /= np.linalg.norm(a)
+        b = a + r.normal(scale=0.6 if label else 1.5, size=8) + shift
+        b /= np.linalg.norm(b)
+        emb += [a, b]
+        pairs.append({"text_1": f"s{seed}-{i}a", "text_2": f"s{seed}-{i}b", "label": float(label),
+                      "category": "c" if i % 3 else "d", "pair_type": "x" if i % 4 else "y"})
+    return pairs, np.array(emb, dtype=np.float32)
+
+
+def test_threshold_comes_from_dev_and_is_applied_to_eval():
+    dev, e_dev = _synthetic(40, 0.0, 1)
+    ev, e_ev = _synthetic(40, 0.0, 2)
+    emb = np.concatenate([e_dev, e_ev])
+    index = {t: i for i, t in enumerate([t for p in dev + ev for t in (p["text_1"], p["text_2"])])}
+    res = evaluate(emb, index, dev, ev, _cfg(), 0.5, 0, with_clusters=False)
+    s_dev = M.pair_scores(emb, index, dev)
+    y_dev = np.array([p["label"] for p in dev]).astype(int)
+    assert res.metrics["threshold"] == pytest.approx(M.best_f1_threshold(s_dev, y_dev), abs=1e-6)
+    s_ev = M.pair_scores(emb, index, ev)
+    y_ev = np.array([p["label"] for p in ev]).astype(int)
+    assert res.metrics["f1"] == pytest.approx(f1_score(y_ev, s_ev >= M.best_f1_threshold(s_dev, y_dev)), abs=1e-6)
+    assert res.metrics["auc"] == pytest.approx(roc_auc_score(y_ev, s_ev), abs=1e-6)
+    assert all(isinstance(v, float) and math.isfinite(v) for v in res.metrics.values())
+    assert res.metrics["f1_oracle"] >= res.metrics["f1"] - 1e-9
+
+
+def test_cluster_purity_bounds():
+    dev, e = _synthetic(60, 0.0, 5)
+    index = {t: i for i, t in enumerate([t for p in dev for t in (p["text_1"], p["text_2"])])}
+    y = np.array([int(p["label"]) for p in dev])
+    out, coords, labels = M.cluster_purity(M.pair_points(e, index, dev), y, 5, 0.1, 5, 2, 0)
+    assert coords.shape == (60, 2) and len(labels) == 60
+    assert out["cluster_chance"] == 0.5
+    assert 0.0 <= out["cluster_noise_share"] <= 1.0
+    if out["clusters"] > 0:  # with two classes each cluster's majority is at least half of it
+        assert 0.5 <= out["cluster_purity"] <= 1.0
+        assert out["clusters"] == len(set(labels[labels >= 0].tolist()))
+    else:
+        assert out["cluster_noise_share"] == 1.0

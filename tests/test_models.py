@@ -1,0 +1,173 @@
+"""Training and the load guard on the tiny model: the adapter tests to keep forever."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import base as base_stage
+import generate as generate_stage
+import numpy as np
+import prepare as prepare_stage
+import pytest
+import torch
+import train as train_stage
+from safetensors.torch import load_file, save_file
+
+from pairtune import models
+from pairtune.data import read_prepared
+from conftest import TINY_PARAMS, write_params
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir):
+    """generate -> prepare -> base -> train@full, train@lora on tiny params, in a temp folder."""
+    root = tmp_path_factory.mktemp("trained")
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["base"]["model"] = str(tiny_model_dir)
+    write_params(root / "params.yaml", params)
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        generate_stage.main(["--out", "data/raw/generated", "--summary", "metrics/generate.json"])
+        prepare_stage.main(["--out", "data/prepared", "--summary", "metrics/prepare.json"])
+        base_stage.main(["--dev", "data/prepared/dev.jsonl", "--out", "models/base"])
+        for mode in ("full", "lora"):
+            train_stage.main(["--mode", mode, "--data", "data/prepared", "--base", "models/base", "--out",
+                              f"models/{mode}", "--metrics", f"metrics/train_{mode}.json", "--live", f"dvclive/train_{mode}"])
+    finally:
+        os.chdir(old)
+    return root
+
+
+def _texts(root):
+    return json.loads((root / "models/base/probe.json").read_text())
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model[0].model.state_dict().items()}
+
+
+def test_lora_metrics_and_adapter_only_folder(trained):
+    m = json.loads((trained / "metrics/train_lora.json").read_text())
+    assert m["trainable_params"] == 2 * 2 * (4 * 32 + 32 * 4)  # 2 layers x {query, value} x (A + B)
+    assert m["trainable_params"] < m["total_params"] and m["steps"] == 10
+    files = sorted(p.name for p in (trained / "models/lora").iterdir())
+    assert files == sorted(["adapter_config.json", "adapter_model.safetensors", "base_probe.npy", "pairtune.json",
+                            "probe.json", "probe.npy"])
+    # the base is recorded as the base.model param (here the tiny model's folder), never a resolved path
+    cfg = json.loads((trained / "models/lora/adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == json.loads((trained / "models/lora/pairtune.json").read_text())["base_model"]
+    assert (trained / "dvclive/train_lora/plots/metrics/train/loss.tsv").exists()
+    assert (trained / "dvclive/train_lora/plots/metrics/dev/auc.tsv").exists()
+
+
+def test_full_folder_is_a_sentence_transformer(trained):
+    names = {p.name for p in (trained / "models/full").iterdir()}
+    assert {"model.safetensors", "modules.json", "config_sentence_transformers.json"} <= names
+    m = json.loads((trained / "metrics/train_full.json").read_text())
+    assert m["trainable_params"] == m["total_params"] and m["artifact_bytes"] > 0
+
+
+def test_lora_trains_only_adapter_weights_full_changes_base(trained, tiny_model_dir):
+    base = models.load_st(str(tiny_model_dir), "cpu")
+    before = _state(base)
+    lora = models.load_base(str(tiny_model_dir), "cpu")
+    from peft import PeftModel
+
+    peft = PeftModel.from_pretrained(lora[0].model, str(trained / "models/lora"))
+    frozen = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+              for k, v in peft.state_dict().items() if "lora_" not in k}
+    for k, v in before.items():
+        assert torch.equal(frozen[k], v), f"LoRA training changed base weight {k}"
+    full = models.load_st(str(trained / "models/full"), "cpu")
+    after = _state(full)
+    assert any(not torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_reload_from_other_cwd_gives_same_embeddings(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    copy = shutil.copytree(trained / "models/lora", tmp_path / "elsewhere")
+    a = models.embed(models.load_model(copy), _texts(trained))
+    np.testing.assert_allclose(a, np.load(trained / "models/lora/probe.npy"), atol=1e-5)
+
+
+def test_merged_equals_unmerged(trained, tiny_model_dir):
+    from peft import PeftModel
+
+    merged = models.load_model(trained / "models/lora")
+    unmerged = models.load_base(str(tiny_model_dir), "cpu")
+    unmerged[0].model = PeftModel.from_pretrained(unmerged[0].model, str(trained / "models/lora"))
+    texts = _texts(trained)
+    np.testing.assert_allclose(models.embed(merged, texts), models.embed(unmerged, texts), atol=1e-5)
+
+
+def test_trained_models_differ_from_base(trained):
+    texts = _texts(trained)
+    base = models.embed(models.load_model(trained / "models/base"), texts)
+    for mode in ("full", "lora"):
+        assert np.max(np.abs(models.embed(models.load_model(trained / f"models/{mode}"), texts) - base)) > 1e-3
+
+
+def _broken(trained, tmp_path, edit):
+    folder = shutil.copytree(trained / "models/lora", tmp_path / "broken")
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    save_file(edit(weights), str(folder / "adapter_model.safetensors"))
+    return folder
+
+
+def test_guard_refuses_renamed_keys(trained, tmp_path):
+    folder = _broken(trained, tmp_path, lambda w: {k.replace("lora_A", "lora_a"): v for k, v in w.items()})
+    with pytest.raises(models.GuardError, match="adapter keys do not match"):
+        models.load_model(folder)
+
+
+def test_guard_refuses_zero_b(trained, tmp_path):
+    folder = _broken(trained, tmp_path, lambda w: {k: torch.zeros_like(v) if "lora_B" in k else v for k, v in w.items()})
+    with pytest.raises(models.GuardError, match="LoRA B matrices are all zeros"):
+        models.load_model(folder)
+
+
+def test_guard_refuses_weights_that_do_not_reproduce_the_probe(trained, tmp_path):
+    folder = _broken(trained, tmp_path, lambda w: {k: v * 1.5 if "lora_B" in k else v for k, v in w.items()})
+    with pytest.raises(models.GuardError, match="does not reproduce its stored probe"):
+        models.load_model(folder)
+
+
+def test_guard_refuses_a_model_equal_to_base(trained, tmp_path, tiny_model_dir):
+    folder = shutil.copytree(trained / "models/full", tmp_path / "fake_full")
+    base = models.load_st(str(tiny_model_dir), "cpu")
+    base.save(str(folder))  # the untouched base, saved where the tuned model should be
+    np.save(folder / "probe.npy", models.embed(base, _texts(trained)))
+    with pytest.raises(models.GuardError, match="gives the base model's embeddings"):
+        models.load_model(folder)
+
+
+def test_guard_refuses_folder_without_manifest(tmp_path):
+    with pytest.raises(models.GuardError, match="not a model folder written by pairtune"):
+        models.load_model(tmp_path)
+
+
+def test_same_seed_gives_identical_embeddings(trained, tmp_path, tiny_model_dir):
+    """Two trainings with the same seed on CPU give bit-identical LoRA probes."""
+    from pairtune import params as P
+    from pairtune.training import train_mode
+
+    p = P.load(trained / "params.yaml")
+    train = read_prepared(trained / "data/prepared/train.jsonl")
+    dev = read_prepared(trained / "data/prepared/dev.jsonl")
+    out = tmp_path / "again"
+    out.mkdir()
+    train_mode("lora", p, train, dev, True, str(trained / "models/base"), out, None)
+    np.testing.assert_array_equal(np.load(out / "probe.npy"), np.load(trained / "models/lora/probe.npy"))
+
+
+def test_binary_loss_refuses_graded_labels(tiny_model_dir):
+    from pairtune.errors import PairtuneError
+    from pairtune.training import build_loss
+
+    model = models.load_st(str(tiny_model_dir), "cpu")
+    with pytest.raises(PairtuneError, match="needs binary 0/1 labels"):
+        build_loss("contrastive", model, binary=False)
+    assert build_loss("cosent", model, binary=False) is not None
