@@ -53,16 +53,16 @@ def test_splits_disjoint_and_no_duplicates(splits):
     assert all(v == 0 for v in summary["overlap"].values())
 
 
-def _stance(text: str, item: g.Item, tpl: g.Templates) -> set[int]:
-    return {s for s in (1, -1) if text in g.statements(item, s, tpl)}
+def _stance(text: str, item: g.Item, cells: g.Cells) -> set[int]:
+    return {s for s in (1, -1) if text in g.statements(item, s, cells)}
 
 
 def test_label_rule_holds(splits):
     """Recompute each label from the documented rule: 0 iff some item has opposite stances in the two texts."""
-    templates = g.split_templates(42)
+    cells = g.split_cells(42)
     by_name = {it.activity: it for it in g.items()}
     for split, pairs in splits.items():
-        tpl = templates[split]
+        tpl = cells[split]
         for p in pairs:
             if p["pair_type"].startswith("mixed"):
                 continue  # mixed statements hold two pro stances; checked below
@@ -74,6 +74,16 @@ def test_label_rule_holds(splits):
             assert p["label"] == 0
         if p["pair_type"] == "mixed_compatible":
             assert p["label"] == 1 and len(set(p["items"])) == 3
+
+
+def test_cells_are_dealt_once():
+    cells = g.split_cells(42)
+    for family in ("pro", "con", "mixed"):
+        parts = [getattr(cells[s], family) for s in g.SPLITS]
+        assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+        assert len(parts[0]) > 3 * len(parts[2]) > 0
+    every = {(t, it.activity) for t in g.PRO_TEMPLATES for it in g.items()}
+    assert cells["train"].pro | cells["dev"].pro | cells["eval"].pro == every
 
 
 def test_summary_written_as_metrics(tmp_path):

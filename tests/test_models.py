@@ -171,3 +171,64 @@ def test_binary_loss_refuses_graded_labels(tiny_model_dir):
     with pytest.raises(PairtuneError, match="needs binary 0/1 labels"):
         build_loss("contrastive", model, binary=False)
     assert build_loss("cosent", model, binary=False) is not None
+
+
+def test_evaluate_and_report_stages_on_tiny_model(trained, monkeypatch):
+    """Smoke test of the evaluate (x3) and report stages end to end."""
+    import evaluate as evaluate_stage
+    import report as report_stage
+
+    monkeypatch.chdir(trained)
+    for name in ("base", "full", "lora"):
+        evaluate_stage.main(["--model", f"models/{name}", "--data", "data/prepared",
+                             "--metrics", f"metrics/evaluate_{name}.json", "--plots", f"plots/evaluate_{name}"])
+        m = json.loads((trained / f"metrics/evaluate_{name}.json").read_text())
+        for key in ("spearman", "margin", "cohens_d", "auc", "f1", "cluster_chance", "fp_count", "threshold"):
+            assert key in m
+        assert all(isinstance(v, (int, float)) for v in m.values())
+        assert {p.name for p in (trained / f"plots/evaluate_{name}").iterdir()} == {
+            "roc.json", "scores.json", "predictions.json", "details.json"}
+    report_stage.main(["--out", "plots/report.html", "--metrics", "metrics/report.json"])
+    html = (trained / "plots/report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 8 and "Training curves" in html
+    assert str(trained) not in html  # no absolute paths: identical inputs give an identical file
+    assert "lora_vs_full_auc_diff" in json.loads((trained / "metrics/report.json").read_text())
+
+
+def test_best_checkpoint_is_chosen_on_dev(trained, tmp_path):
+    from dataclasses import replace
+
+    from pairtune import params as P
+    from pairtune.training import train_mode
+
+    p = P.load(trained / "params.yaml")
+    p = replace(p, train=replace(p.train, checkpoint="best", epochs=2))
+    out = tmp_path / "best"
+    out.mkdir()
+    metrics = train_mode("full", p, read_prepared(trained / "data/prepared/train.jsonl"),
+                         read_prepared(trained / "data/prepared/dev.jsonl"), True, str(trained / "models/base"), out, None)
+    assert "best_dev_spearman" in metrics and -1 <= metrics["best_dev_spearman"] <= 1
+    models.load_model(out)  # the best checkpoint's weights are what was saved and fingerprinted
+
+
+def test_graded_labels_train_and_evaluate(trained, tmp_path):
+    """Graded labels (scaled to [0, 1]) train with cosent and evaluate with Spearman on the score."""
+    from dataclasses import replace
+
+    from pairtune import params as P
+    from pairtune.evaluation import evaluate, unique_texts
+    from pairtune.training import train_mode
+
+    p = P.load(trained / "params.yaml")
+    p = replace(p, train=replace(p.train, loss="cosent"))
+    grade = lambda ps: [dict(x, label=0.2 + 0.6 * x["label"] - 0.1 * (i % 2)) for i, x in enumerate(ps)]  # noqa: E731
+    train = grade(read_prepared(trained / "data/prepared/train.jsonl"))
+    dev = grade(read_prepared(trained / "data/prepared/dev.jsonl"))
+    ev = grade(read_prepared(trained / "data/prepared/eval.jsonl"))
+    out = tmp_path / "graded"
+    out.mkdir()
+    train_mode("lora", p, train, dev, False, str(trained / "models/base"), out, None)
+    texts = unique_texts(dev, ev)
+    res = evaluate(models.embed(models.load_model(out), texts), {t: i for i, t in enumerate(texts)}, dev, ev,
+                   p.evaluate, 0.5, 0, with_clusters=False)
+    assert -1 <= res.metrics["spearman"] <= 1 and 0 <= res.metrics["auc"] <= 1

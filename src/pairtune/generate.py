@@ -13,11 +13,13 @@ Pair types, chosen so that a topic-tracking model is inverted:
 - ``mixed_conflict`` (0): a statement mixing two categories, one of which the other text opposes.
 - ``mixed_compatible`` (1): a statement mixing two categories, the other text on a third, unrelated item.
 
-Templates (not items) are split between train, dev and eval: every split talks about the same topics, but
-eval sentences are phrased with sentence frames never seen in training, so eval measures generalisation to
-new wording rather than memory of sentences, and no text (hence no pair) can appear in two splits.
-(Splitting by item was tried first: then the task is to infer stance on topics never seen in training, and
-even full fine-tuning stays far from separating the classes; see README.)
+Splits are made of (sentence template x item) *cells*: each cell (say "Swipe left if you're {person}" x
+smoking) belongs to exactly one of train, dev and eval. Every eval sentence is therefore a combination
+never seen in training -- its frame was seen with other topics, its topic in other frames -- so eval
+measures compositional generalisation rather than memory of sentences, and no text (hence no pair) can
+appear in two splits. Two stricter splits were tried and are documented in the README: whole items held out
+(stance on unseen topics) and whole templates held out (unseen negation frames); with 12 frames per stance
+neither is learnable from 1,475 pairs (full fine-tuning reached eval AUC 0.71-0.78).
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ PAIR_TYPES = {  # pair type -> (label, share of the split)
     "mixed_compatible": (1, 0.10),
 }
 SPLITS = ("train", "dev", "eval")
-TEMPLATE_SHARE = (0.68, 0.16, 0.16)  # share of each template family in train / dev / eval
+TEMPLATE_SHARE = (0.68, 0.16, 0.16)  # share of the template x item cells in train / dev / eval
 
 
 @dataclass(frozen=True)
@@ -140,28 +142,9 @@ class Item:
     pros: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Templates:
-    pro: tuple[str, ...]
-    con: tuple[str, ...]
-    mixed: tuple[str, ...]
-
-
 def _fill(template: str, item: Item, pro: str = "") -> str:
     return template.format(pro=pro, activity=item.activity, person=item.person,
                            Activity=item.activity[0].upper() + item.activity[1:])
-
-
-def statements(item: Item, stance: int, tpl: Templates) -> list[str]:
-    """Every statement of `item` with `stance` (+1 pro, -1 con) from the split's templates, in a fixed order."""
-    if stance > 0:
-        return [_fill(t, item, p) for t in tpl.pro for p in (item.pros if "{pro}" in t else ("",))]
-    return [_fill(t, item) for t in tpl.con]
-
-
-def _mix(rng: random.Random, a: Item, b: Item, tpl: Templates) -> str:
-    return rng.choice(tpl.mixed).format(
-        pro_a=rng.choice(a.pros), pro_b=rng.choice(b.pros), activity_a=a.activity, activity_b=b.activity)
 
 
 def items() -> list[Item]:
@@ -169,60 +152,88 @@ def items() -> list[Item]:
     return [Item(c, a, p, pros) for c, a, p, pros in ITEMS]
 
 
-def _cut(rng: random.Random, family: tuple[str, ...]) -> list[tuple[str, ...]]:
-    pool = list(family)
-    rng.shuffle(pool)
-    n_dev = max(1, round(TEMPLATE_SHARE[1] * len(pool)))
-    n_eval = max(1, round(TEMPLATE_SHARE[2] * len(pool)))
-    n_train = len(pool) - n_dev - n_eval
-    return [tuple(pool[:n_train]), tuple(pool[n_train:n_train + n_dev]), tuple(pool[n_train + n_dev:])]
+@dataclass(frozen=True)
+class Cells:
+    """The template x item cells of one split."""
+    pro: frozenset[tuple[str, str]]  # (template, item activity)
+    con: frozenset[tuple[str, str]]
+    mixed: frozenset[tuple[str, str, str]]  # (template, first item, second item)
 
 
-def split_templates(seed: int) -> dict[str, Templates]:
-    """Assign each template family's templates to train/dev/eval by a seeded shuffle."""
+def statements(item: Item, stance: int, cells: Cells) -> list[str]:
+    """Every statement of `item` with `stance` (+1 pro, -1 con) in the split's cells, in a fixed order."""
+    if stance > 0:
+        return [_fill(t, item, p) for t in PRO_TEMPLATES if (t, item.activity) in cells.pro
+                for p in (item.pros if "{pro}" in t else ("",))]
+    return [_fill(t, item) for t in CON_TEMPLATES if (t, item.activity) in cells.con]
+
+
+def _mix(rng: random.Random, a: Item, b: Item, cells: Cells) -> str | None:
+    options = [t for t in MIXED_TEMPLATES if (t, a.activity, b.activity) in cells.mixed]
+    if not options:
+        return None
+    return rng.choice(options).format(
+        pro_a=rng.choice(a.pros), pro_b=rng.choice(b.pros), activity_a=a.activity, activity_b=b.activity)
+
+
+def _deal(rng: random.Random, cells: list) -> list[frozenset]:
+    rng.shuffle(cells)
+    n_train = round(TEMPLATE_SHARE[0] * len(cells))
+    n_dev = round(TEMPLATE_SHARE[1] * len(cells))
+    return [frozenset(cells[:n_train]), frozenset(cells[n_train:n_train + n_dev]), frozenset(cells[n_train + n_dev:])]
+
+
+def split_cells(seed: int) -> dict[str, Cells]:
+    """Deal every template x item cell to train/dev/eval by a seeded shuffle."""
     rng = random.Random(seed)
-    pro, con, mixed = _cut(rng, PRO_TEMPLATES), _cut(rng, CON_TEMPLATES), _cut(rng, MIXED_TEMPLATES)
-    return {split: Templates(pro[i], con[i], mixed[i]) for i, split in enumerate(SPLITS)}
+    acts = [it.activity for it in items()]
+    cats = {it.activity: it.category for it in items()}
+    pro = _deal(rng, [(t, a) for t in PRO_TEMPLATES for a in acts])
+    con = _deal(rng, [(t, a) for t in CON_TEMPLATES for a in acts])
+    mixed = _deal(rng, [(t, a, b) for t in MIXED_TEMPLATES for a in acts for b in acts if cats[a] != cats[b]])
+    return {split: Cells(pro[i], con[i], mixed[i]) for i, split in enumerate(SPLITS)}
 
 
-def _one_pair(rng: random.Random, pool: list[Item], tpl: Templates, pair_type: str) -> dict[str, Any]:
-    """Draw one pair of `pair_type` from the items in `pool`."""
+def _pick(rng: random.Random, options: list[str]) -> str | None:
+    return rng.choice(options) if options else None
+
+
+def _one_pair(rng: random.Random, pool: list[Item], cells: Cells, pair_type: str) -> dict[str, Any] | None:
+    """Draw one pair of `pair_type`; None when the drawn items have no sentence of that kind in this split."""
     cats = sorted({it.category for it in pool})
     if pair_type in ("opposite_stance", "same_stance"):
         it = rng.choice(pool)
         s1 = rng.choice((1, -1))
         s2 = -s1 if pair_type == "opposite_stance" else s1
-        t1, t2 = rng.choice(statements(it, s1, tpl)), rng.choice(statements(it, s2, tpl))
-        return {"text_1": t1, "text_2": t2, "category": it.category, "pair_type": pair_type,
-                "items": [it.activity]}
-    if pair_type == "different_topic":
+        texts = (_pick(rng, statements(it, s1, cells)), _pick(rng, statements(it, s2, cells)))
+        used, cat = [it.activity], it.category
+    elif pair_type == "different_topic":
         cat = rng.choice(cats)
         a, b = rng.sample([it for it in pool if it.category == cat], 2)
-        t1 = rng.choice(statements(a, rng.choice((1, -1)), tpl))
-        t2 = rng.choice(statements(b, rng.choice((1, -1)), tpl))
-        return {"text_1": t1, "text_2": t2, "category": cat, "pair_type": pair_type,
-                "items": [a.activity, b.activity]}
-    # mixed: text_1 mixes two items of different categories, both pro
-    c1, c2 = rng.sample(cats, 2)
-    a = rng.choice([it for it in pool if it.category == c1])
-    b = rng.choice([it for it in pool if it.category == c2])
-    t1 = _mix(rng, a, b, tpl)
-    if pair_type == "mixed_conflict":
-        target = rng.choice((a, b))
-        t2 = rng.choice(statements(target, -1, tpl))
+        stance = rng.choice((1, -1))  # one shared stance: see "Compatible pairs" in the module docstring
+        texts = (_pick(rng, statements(a, stance, cells)), _pick(rng, statements(b, stance, cells)))
         used = [a.activity, b.activity]
-    else:
-        others = [it for it in pool if it not in (a, b)]
-        c = rng.choice(others)
-        t2 = rng.choice(statements(c, rng.choice((1, -1)), tpl))
-        used = [a.activity, b.activity, c.activity]
-    pair = {"text_1": t1, "text_2": t2, "category": "mixed", "pair_type": pair_type, "items": used}
-    if rng.random() < 0.5:
-        pair["text_1"], pair["text_2"] = pair["text_2"], pair["text_1"]
-    return pair
+    else:  # mixed: one text mixes two items of different categories, both pro
+        c1, c2 = rng.sample(cats, 2)
+        a = rng.choice([it for it in pool if it.category == c1])
+        b = rng.choice([it for it in pool if it.category == c2])
+        if pair_type == "mixed_conflict":
+            other = _pick(rng, statements(rng.choice((a, b)), -1, cells))
+            used = [a.activity, b.activity]
+        else:
+            c = rng.choice([it for it in pool if it not in (a, b)])
+            other = _pick(rng, statements(c, 1, cells))
+            used = [a.activity, b.activity, c.activity]
+        texts = (_mix(rng, a, b, cells), other)
+        if rng.random() < 0.5:
+            texts = texts[::-1]
+        cat = "mixed"
+    if None in texts:
+        return None
+    return {"text_1": texts[0], "text_2": texts[1], "category": cat, "pair_type": pair_type, "items": used}
 
 
-def make_split(rng: random.Random, pool: list[Item], tpl: Templates, n: int) -> list[dict[str, Any]]:
+def make_split(rng: random.Random, pool: list[Item], cells: Cells, n: int) -> list[dict[str, Any]]:
     """`n` unique pairs (in either order) from `pool`, in the shares of PAIR_TYPES."""
     counts = {t: round(share * n) for t, (_, share) in PAIR_TYPES.items()}
     counts["opposite_stance"] += n - sum(counts.values())
@@ -234,7 +245,9 @@ def make_split(rng: random.Random, pool: list[Item], tpl: Templates, n: int) -> 
             tries += 1
             if tries > 200 * k + 1000:
                 raise ValueError(f"cannot draw {k} unique {pair_type} pairs from {len(pool)} items")
-            pair = _one_pair(rng, pool, tpl, pair_type)
+            pair = _one_pair(rng, pool, cells, pair_type)
+            if pair is None:
+                continue
             key = frozenset((pair["text_1"], pair["text_2"]))
             if len(key) < 2 or key in seen:
                 continue
@@ -248,9 +261,9 @@ def make_split(rng: random.Random, pool: list[Item], tpl: Templates, n: int) -> 
 
 def generate(seed: int, sizes: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
     """Generate every split; same seed and sizes give identical output."""
-    templates = split_templates(seed)
+    cells = split_cells(seed)
     rng = random.Random(seed + 1)
-    return {split: make_split(rng, items(), templates[split], sizes[split]) for split in SPLITS}
+    return {split: make_split(rng, items(), cells[split], sizes[split]) for split in SPLITS}
 
 
 def summary(splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

@@ -1,0 +1,123 @@
+"""Benchmark pairtune's training against the plain sentence-transformers script, side by side.
+
+Runs bench/reference.py and bench/ours.py alternately (full and LoRA, --runs each, order swapped every
+round), then times an end-to-end `dvc repro` from a clean clone, a no-op `dvc repro` and the evaluate
+stage. Prints a table and writes bench/results.json with medians, ratios and the quality check
+(eval AUC within 0.005 and Spearman within 0.01 of the reference).
+Run: make bench            (or: python bench/run.py --quick   for a smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+AUC_TOL, SPEARMAN_TOL = 0.005, 0.01
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def _json_run(cmd: list[str]) -> dict:
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _timed(cmd: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=_env(), check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="1 run, 1 epoch on 160 pairs; no end-to-end repro")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    args = ap.parse_args()
+    runs = 1 if args.quick else args.runs
+    extra = ["--epochs", "1", "--limit", "160"] if args.quick else []
+    if not (ROOT / "models" / "base" / "pairtune.json").exists():
+        subprocess.run(["dvc", "repro", "base"], cwd=ROOT, env=_env(), check=True)
+
+    raw: dict[str, dict[str, list[dict]]] = {m: {"reference": [], "pairtune": []} for m in ("full", "lora")}
+    for r in range(runs):
+        for mode in ("full", "lora"):
+            order = ("reference", "pairtune") if r % 2 == 0 else ("pairtune", "reference")
+            for who in order:
+                script = "bench/reference.py" if who == "reference" else "bench/ours.py"
+                res = _json_run([sys.executable, script, "--mode", mode, *extra])
+                raw[mode][who].append(res)
+                print(f"run {r + 1}/{runs} {mode:4s} {who:9s} {res['wall_s']:7.1f} s  AUC {res['auc']:.4f}  "
+                      f"Spearman {res['spearman']:.4f}  RSS {res['peak_rss_mb']:.0f} MB", flush=True)
+
+    results: dict = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+                     "runs": runs, "quick": args.quick, "training": {}}
+    ok = True
+    for mode, by in raw.items():
+        med = {who: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for who, rs in by.items()}
+        d_auc = med["pairtune"]["auc"] - med["reference"]["auc"]
+        d_sp = med["pairtune"]["spearman"] - med["reference"]["spearman"]
+        quality = abs(d_auc) <= AUC_TOL and abs(d_sp) <= SPEARMAN_TOL
+        ok &= quality
+        results["training"][mode] = {"median": med, "speedup": med["reference"]["wall_s"] / med["pairtune"]["wall_s"],
+                                     "auc_diff": d_auc, "spearman_diff": d_sp, "quality_within_tolerance": quality,
+                                     "raw": by}
+    if not args.quick:
+        with tempfile.TemporaryDirectory() as tmp:
+            clone = Path(tmp) / "clone"
+            subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+            for d in ("models", "data/prepared", "data/raw/generated"):
+                shutil.rmtree(clone / d, ignore_errors=True)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            e2e = _timed(["dvc", "repro", "--force"], clone)
+            peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+            noop = statistics.median(_timed(["dvc", "repro"], clone) for _ in range(3))
+            ev = _timed([sys.executable, "stages/evaluate.py", "--model", "models/lora", "--data", "data/prepared",
+                         "--metrics", f"{tmp}/e.json", "--plots", f"{tmp}/plots"], clone)
+        results["pipeline"] = {"end_to_end_repro_s": e2e, "noop_repro_s": noop, "evaluate_stage_s": ev,
+                               "peak_stage_rss_mb": peak}
+    Path(args.out).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print()
+    for mode, r in results["training"].items():
+        m = r["median"]
+        print(f"{mode:4s}: reference {m['reference']['wall_s']:.1f} s, pairtune {m['pairtune']['wall_s']:.1f} s "
+              f"-> {r['speedup']:.2f}x; AUC diff {r['auc_diff']:+.4f}, Spearman diff {r['spearman_diff']:+.4f} "
+              f"({'within' if r['quality_within_tolerance'] else 'OUTSIDE'} tolerance)")
+    if "pipeline" in results:
+        p = results["pipeline"]
+        print(f"dvc repro from clean {p['end_to_end_repro_s']:.0f} s; no-op {p['noop_repro_s']:.2f} s; "
+              f"evaluate stage {p['evaluate_stage_s']:.1f} s; peak stage RSS {p['peak_stage_rss_mb']:.0f} MB")
+    print(f"wrote {args.out}")
+    if not ok:
+        raise SystemExit("quality outside tolerance")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""DVC workflows with real git and dvc in a temporary repository, on the tiny model and tiny data.
+
+The tests share one repository and run in file order: the first full `dvc repro` is the baseline the
+others compare against. Each point of the README's "working with DVC" section has a test here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from conftest import ROOT, TINY_PARAMS, write_params
+
+pytestmark = pytest.mark.pipeline
+METRICS = ("evaluate_base", "evaluate_full", "evaluate_lora", "report", "prepare", "generate")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(HF_HUB_OFFLINE="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com", DVC_NO_ANALYTICS="1")
+    return env
+
+
+def sh(cwd: Path, *cmd: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def ran(proc: subprocess.CompletedProcess) -> set[str]:
+    """Stages a `dvc repro` / `dvc exp run` actually ran."""
+    return {line.split("'")[1] for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Running stage")}
+
+
+def would_run(repo: Path) -> set[str]:
+    """Stages `dvc repro --dry` would run, downstream ones included."""
+    return ran(sh(repo, "dvc", "repro", "--dry"))
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def snapshot(repo: Path) -> dict[str, bytes]:
+    return {m: (repo / "metrics" / f"{m}.json").read_bytes() for m in METRICS}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("pipe")
+    repo = root / "repo"
+    repo.mkdir()
+    for name in ("stages", "src"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["base"]["model"] = str(tiny_model_dir)
+    write_params(repo / "params.yaml", params)
+    sh(repo, "git", "init", "-q")
+    sh(repo, "dvc", "init", "-q")
+    sh(repo, "dvc", "config", "core.analytics", "false")
+    sh(repo, "dvc", "config", "core.autostage", "true")
+    sh(repo, "dvc", "remote", "add", "-d", "local", str(root / "remote"))
+    proc = sh(repo, "dvc", "repro")
+    assert ran(proc) == {"generate", "prepare", "base", "train@full", "train@lora", "evaluate@base",
+                         "evaluate@full", "evaluate@lora", "report"}
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "baseline")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def baseline(repo):
+    return snapshot(repo)
+
+
+def test_1_repro_is_idempotent(repo, baseline):
+    assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
+    proc = sh(repo, "dvc", "repro")
+    assert ran(proc) == set()
+    assert "Data and pipelines are up to date" in proc.stdout + proc.stderr
+
+
+def _with_param(repo: Path, dotted: str, value) -> set[str]:
+    path = repo / "params.yaml"
+    original = path.read_bytes()
+    data = YAML(typ="safe").load(original)
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    write_params(path, data)
+    try:
+        return would_run(repo)
+    finally:
+        path.write_bytes(original)
+
+
+def test_2_minimal_reruns(repo):
+    assert _with_param(repo, "train.lora.r", 2) == {"train@lora", "evaluate@lora", "report"}
+    assert _with_param(repo, "train.full.lr", 5e-4) == {"train@full", "evaluate@full", "report"}
+    assert _with_param(repo, "evaluate.bootstrap", 40) == {"evaluate@base", "evaluate@full", "evaluate@lora", "report"}
+    assert _with_param(repo, "report.worst_fp", 2) == {"report"}
+    everything = {"generate", "prepare", "base", "train@full", "train@lora", "evaluate@base", "evaluate@full",
+                  "evaluate@lora", "report"}
+    assert _with_param(repo, "generate.n_train", 170) == everything
+    assert would_run(repo) == set()
+
+
+def test_3_experiment_and_show(repo):
+    proc = sh(repo, "dvc", "exp", "run", "-n", "r8", "-S", "train.lora.r=8")
+    assert ran(proc) == {"train@lora", "evaluate@lora", "report"}
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--only-changed", "--json").stdout)
+    text = json.dumps(shown)
+    assert '"r": 8' in text and '"r": 4' in text
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    data = exps[0]["revs"][0]["data"]
+    lora = data["metrics"]["metrics/evaluate_lora.json"]["data"]
+    for key in ("spearman", "margin", "cohens_d", "auc", "f1", "cluster_purity", "fp_count"):
+        assert key in lora
+    assert any(k.startswith("category_") for k in lora)
+    assert data["params"]["params.yaml"]["data"]["train"]["lora"]["r"] == 8
+
+
+def test_4_queued_sweep(repo):
+    sh(repo, "dvc", "exp", "run", "--queue", "-S", "train.lora.r=2,16")
+    sh(repo, "dvc", "queue", "start", "--jobs", "1")
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        status = sh(repo, "dvc", "queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") >= 2, status
+    shown = json.dumps(json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout))
+    assert '"r": 2' in shown and '"r": 16' in shown
+
+
+def test_5_diffs_between_commits(repo):
+    sh(repo, "dvc", "exp", "apply", "r8")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "lora r 8")
+    params = json.loads(sh(repo, "dvc", "params", "diff", "HEAD~1", "HEAD", "--json").stdout)
+    assert params["params.yaml"]["train.lora.r"] == {"old": 4, "new": 8}
+    metrics = json.loads(sh(repo, "dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json").stdout)
+    assert "auc" in metrics["metrics/evaluate_lora.json"]
+    assert "metrics/evaluate_base.json" not in metrics  # the base did not change
+    plots = sh(repo, "dvc", "plots", "diff", "HEAD~1", "HEAD", "--json").stdout
+    assert "plots/evaluate_lora/roc.json" in plots
+    sh(repo, "git", "reset", "-q", "--hard", "HEAD~1")
+    sh(repo, "dvc", "checkout", "-q")
+    assert would_run(repo) == set()
+
+
+def test_6_determinism(repo, baseline):
+    proc = sh(repo, "dvc", "repro", "--force")
+    assert "train@full" in ran(proc)
+    now = snapshot(repo)
+    for name in METRICS:
+        assert now[name] == baseline[name], f"metrics/{name}.json changed on a forced rerun"
+    for mode in ("full", "lora"):  # identical except the wall time
+        a = json.loads((repo / "metrics" / f"train_{mode}.json").read_text())
+        b = json.loads(sh(repo, "git", "show", f"HEAD:metrics/train_{mode}.json").stdout)
+        a.pop("train_wall_s"), b.pop("train_wall_s")
+        assert a == b
+
+
+def _cache_is_sound(repo: Path) -> None:
+    files = [p for p in (repo / ".dvc" / "cache" / "files" / "md5").rglob("*") if p.is_file()]
+    assert files
+    for p in files:
+        if not p.name.endswith(".dir"):
+            assert md5(p) == p.parent.name + p.name, f"corrupt cache object {p}"
+
+
+def test_7_interrupted_training_then_rerun(repo, baseline):
+    adapter = md5(repo / "models/lora/adapter_model.safetensors")
+    proc = subprocess.Popen(["dvc", "repro", "--force", "-s", "train@lora"], cwd=repo, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((repo / "models").glob(".lora.*.tmp")):
+        time.sleep(0.05)
+    time.sleep(1.0)  # inside model loading / training
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert json.loads(sh(repo, "dvc", "status", "--json").stdout) != {}  # the killed stage is not marked done
+    rerun = sh(repo, "dvc", "repro")
+    assert "train@lora" in ran(rerun)
+    assert md5(repo / "models/lora/adapter_model.safetensors") == adapter
+    assert snapshot(repo) == baseline
+    assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
+    assert not list((repo / "models").glob(".lora.*.tmp"))
+    _cache_is_sound(repo)
+
+
+def test_8_push_clone_pull(repo, tmp_path):
+    sh(repo, "dvc", "push")
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    assert not (clone / "models/lora").exists()
+    sh(clone, "dvc", "pull")
+    for rel in ("models/lora/adapter_model.safetensors", "models/full/model.safetensors", "data/prepared/eval.jsonl",
+                "metrics/evaluate_lora.json", "plots/report.html"):
+        assert md5(clone / rel) == md5(repo / rel), rel
+    assert ran(sh(clone, "dvc", "repro")) == set()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_9_s3_remote_with_moto_server(repo, tmp_path):
+    port = _free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    os.environ.update(env)
+    try:
+        import boto3
+
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 30
+        while True:
+            try:
+                boto3.client("s3", endpoint_url=url).create_bucket(Bucket="pairtune")
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.3)
+        clone = tmp_path / "s3clone"
+        sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+        sh(clone, "dvc", "pull", "-q")
+        sh(clone, "dvc", "remote", "add", "--local", "s3", "s3://pairtune/store")
+        sh(clone, "dvc", "remote", "modify", "--local", "s3", "endpointurl", url)
+        before = {p: md5(clone / p) for p in ("models/lora/adapter_model.safetensors", "models/full/model.safetensors")}
+        sh(clone, "dvc", "push", "-r", "s3")
+        listed = boto3.client("s3", endpoint_url=url).list_objects_v2(Bucket="pairtune")
+        assert listed["KeyCount"] > 0
+        shutil.rmtree(clone / ".dvc" / "cache")
+        shutil.rmtree(clone / "models")
+        sh(clone, "dvc", "pull", "-r", "s3")
+        assert {p: md5(clone / p) for p in before} == before
+        assert ran(sh(clone, "dvc", "repro")) == set()
+    finally:
+        for k in env:
+            os.environ.pop(k, None)
+        server.terminate()
+        server.wait(10)
