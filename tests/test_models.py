@@ -66,6 +66,7 @@ def test_lora_metrics_and_adapter_only_folder(trained):
 def test_full_folder_is_a_sentence_transformer(trained):
     names = {p.name for p in (trained / "models/full").iterdir()}
     assert {"model.safetensors", "modules.json", "config_sentence_transformers.json"} <= names
+    assert "README.md" not in names  # the generated card holds timings and absolute paths
     m = json.loads((trained / "metrics/train_full.json").read_text())
     assert m["trainable_params"] == m["total_params"] and m["artifact_bytes"] > 0
 

@@ -141,6 +141,13 @@ def count_params(model: Any) -> tuple[int, int]:
     return trainable, total
 
 
+def save_full(model: SentenceTransformer, folder: Path) -> None:
+    """Write a complete SentenceTransformer folder (safetensors), byte-stable across identical runs."""
+    model.save(str(folder), safe_serialization=True)
+    # The generated model card records timings and the absolute base path: neither reproducible nor portable.
+    (folder / "README.md").unlink(missing_ok=True)
+
+
 def save_adapter(model: SentenceTransformer, folder: Path, base_source: str) -> None:
     """Write the adapter files only, with a portable base reference instead of an absolute path."""
     model[0].model.save_pretrained(str(folder))

@@ -218,7 +218,7 @@ def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: 
         models.save_adapter(model, out, p.base.model)
         artifact = [models.ADAPTER_WEIGHTS, models.ADAPTER_CONFIG]
     else:
-        model.save(str(out), safe_serialization=True)
+        models.save_full(model, out)
         artifact = None
     size = models.folder_bytes(out, artifact)
     models.write_fingerprint(out, {"mode": mode, "base_model": p.base.model, "loss": p.train.loss}, texts,
