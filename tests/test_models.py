@@ -233,3 +233,21 @@ def test_graded_labels_train_and_evaluate(trained, tmp_path):
     res = evaluate(models.embed(models.load_model(out), texts), {t: i for i, t in enumerate(texts)}, dev, ev,
                    p.evaluate, 0.5, 0, with_clusters=False)
     assert -1 <= res.metrics["spearman"] <= 1 and 0 <= res.metrics["auc"] <= 1
+
+
+def test_bf16_training_saves_what_it_fingerprints(trained, tmp_path):
+    """Regression: bf16 autocast stayed wrapped around forward() after training, so the stored probe was
+    bf16 while the reloaded fp32 model differed by 6e-4 and the guard refused the model."""
+    from dataclasses import replace
+
+    from pairtune import params as P
+    from pairtune.training import train_mode
+
+    p = P.load(trained / "params.yaml")
+    p = replace(p, train=replace(p.train, bf16=True))
+    for mode in ("full", "lora"):
+        out = tmp_path / mode
+        out.mkdir()
+        train_mode(mode, p, read_prepared(trained / "data/prepared/train.jsonl"),
+                   read_prepared(trained / "data/prepared/dev.jsonl"), True, str(trained / "models/base"), out, None)
+        models.load_model(out)

@@ -120,6 +120,9 @@ def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pai
             seed=seed,
             data_seed=seed,
             bf16=cfg.bf16,
+            # Fused AdamW: the same update in one kernel per tensor; 409 vs 495 ms a step for full fine-tuning
+            # on the 2-core CPU (bench/), and supported on CUDA as well.
+            optim="adamw_torch_fused",
             use_cpu=device == "cpu",
             eval_strategy="epoch",
             save_strategy="epoch" if best else "no",
@@ -137,6 +140,9 @@ def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pai
         start = time.perf_counter()
         output = trainer.train()
         wall = time.perf_counter() - start
+        # With bf16, accelerate leaves forward() wrapped in autocast: the probe would be embedded in bf16 while
+        # the saved fp32 weights reload in fp32 (the load guard caught this: max |delta| 6e-4). Unwrap it.
+        trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
         history = trainer.state.log_history
     losses_seen = [h["loss"] for h in history if "loss" in h]
     best_metric = trainer.state.best_metric if best else None

@@ -1,0 +1,44 @@
+"""Smoke run of the benchmark (--quick) on the real packaged model, in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, write_params
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_quick_writes_results(tmp_path, monkeypatch):
+    import base as base_stage
+    import generate as generate_stage
+    import prepare as prepare_stage
+
+
+    from ruamel.yaml import YAML
+
+    cfg = YAML(typ="safe").load((ROOT / "params.yaml").read_text())
+    cfg["generate"].update(n_train=80, n_dev=40, n_eval=40)
+    write_params(tmp_path / "params.yaml", cfg)
+    monkeypatch.chdir(tmp_path)
+    generate_stage.main(["--out", "data/raw/generated", "--summary", "metrics/generate.json"])
+    prepare_stage.main(["--out", "data/prepared", "--summary", "metrics/prepare.json"])
+    base_stage.main(["--dev", "data/prepared/dev.jsonl", "--out", "models/base"])
+    out = tmp_path / "results.json"
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench/run.py"), "--quick", "--data", "data/prepared",
+                           "--base", "models/base", "--out", str(out)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    for mode in ("full", "lora"):
+        r = res["training"][mode]
+        assert r["median"]["reference"]["steps"] == r["median"]["pairtune"]["steps"] == 4
+        assert r["speedup"] > 0 and "quality_within_tolerance" in r
+        assert 0 <= r["median"]["pairtune"]["auc"] <= 1
+    assert "speedup" in proc.stdout or "->" in proc.stdout
