@@ -63,7 +63,7 @@ TINY_PARAMS = {
     "train": {"epochs": 1, "batch_size": 16, "warmup_steps": 2, "scheduler": "linear", "loss": "cosine",
               "checkpoint": "last", "device": "cpu", "bf16": False, "full": {"lr": 1e-3},
               "lora": {"lr": 1e-2, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}},
-    "evaluate": {"batch_size": 64, "bootstrap": 50, "confidence": 0.95, "recall_target": 0.9, "worst_fp": 5,
+    "evaluate": {"batch_size": 64, "bootstrap": 50, "confidence": 0.95, "recall_target": 0.9, "worst_fp": 5, "cluster": True,
                  "umap_neighbors": 5, "umap_min_dist": 0.1, "hdbscan_min_cluster": 5, "hdbscan_min_samples": 2},
     "report": {"worst_fp": 3},
 }

@@ -85,7 +85,7 @@ def test_breakdown_single_class_groups_get_accuracy_not_margin():
 
 
 def _cfg(**kw):
-    base = dict(batch_size=8, bootstrap=50, confidence=0.95, recall_target=0.9, worst_fp=3, umap_neighbors=5,
+    base = dict(batch_size=8, bootstrap=50, confidence=0.95, recall_target=0.9, worst_fp=3, cluster=True, umap_neighbors=5,
                 umap_min_dist=0.1, hdbscan_min_cluster=5, hdbscan_min_samples=2)
     return Evaluate(**(base | kw))
 
@@ -111,7 +111,7 @@ def test_threshold_comes_from_dev_and_is_applied_to_eval():
     ev, e_ev = _synthetic(40, 0.0, 2)
     emb = np.concatenate([e_dev, e_ev])
     index = {t: i for i, t in enumerate([t for p in dev + ev for t in (p["text_1"], p["text_2"])])}
-    res = evaluate(emb, index, dev, ev, _cfg(), 0.5, 0, with_clusters=False)
+    res = evaluate(emb, index, dev, ev, _cfg(cluster=False), 0.5, 0)
     s_dev = M.pair_scores(emb, index, dev)
     y_dev = np.array([p["label"] for p in dev]).astype(int)
     assert res.metrics["threshold"] == pytest.approx(M.best_f1_threshold(s_dev, y_dev), abs=1e-6)
@@ -121,6 +121,7 @@ def test_threshold_comes_from_dev_and_is_applied_to_eval():
     assert res.metrics["auc"] == pytest.approx(roc_auc_score(y_ev, s_ev), abs=1e-6)
     assert all(isinstance(v, float) and math.isfinite(v) for v in res.metrics.values())
     assert res.metrics["f1_oracle"] >= res.metrics["f1"] - 1e-9
+    assert "cluster_purity" not in res.metrics and res.details["umap"] is None  # evaluate.cluster: false
 
 
 def test_cluster_purity_bounds():

@@ -231,7 +231,7 @@ def test_graded_labels_train_and_evaluate(trained, tmp_path):
     train_mode("lora", p, train, dev, False, str(trained / "models/base"), out, None)
     texts = unique_texts(dev, ev)
     res = evaluate(models.embed(models.load_model(out), texts), {t: i for i, t in enumerate(texts)}, dev, ev,
-                   p.evaluate, 0.5, 0, with_clusters=False)
+                   replace(p.evaluate, cluster=False), 0.5, 0)
     assert -1 <= res.metrics["spearman"] <= 1 and 0 <= res.metrics["auc"] <= 1
 
 

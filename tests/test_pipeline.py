@@ -83,6 +83,7 @@ def repo(tmp_path_factory, tiny_model_dir):
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     params = json.loads(json.dumps(TINY_PARAMS))
     params["base"]["model"] = str(tiny_model_dir)
+    params["evaluate"]["cluster"] = False  # UMAP's JIT costs ~9 s per evaluate; clustering is tested elsewhere
     write_params(repo / "params.yaml", params)
     sh(repo, "git", "init", "-q")
     sh(repo, "dvc", "init", "-q")
@@ -145,7 +146,7 @@ def test_3_experiment_and_show(repo):
     exps = [e for rev in shown for e in (rev.get("experiments") or [])]
     data = exps[0]["revs"][0]["data"]
     lora = data["metrics"]["metrics/evaluate_lora.json"]["data"]
-    for key in ("spearman", "margin", "cohens_d", "auc", "f1", "cluster_purity", "fp_count"):
+    for key in ("spearman", "margin", "cohens_d", "auc", "f1", "fp_count"):
         assert key in lora
     assert any(k.startswith("category_") for k in lora)
     assert data["params"]["params.yaml"]["data"]["train"]["lora"]["r"] == 8
@@ -153,7 +154,7 @@ def test_3_experiment_and_show(repo):
 
 def test_4_queued_sweep(repo):
     sh(repo, "dvc", "exp", "run", "--queue", "-S", "train.lora.r=2,16")
-    sh(repo, "dvc", "queue", "start", "--jobs", "1")
+    sh(repo, "dvc", "queue", "start", "--jobs", "2")
     deadline = time.time() + 240
     while time.time() < deadline:
         status = sh(repo, "dvc", "queue", "status").stdout

@@ -36,7 +36,7 @@ def _finite(d: dict[str, float]) -> dict[str, float]:
 
 
 def evaluate(emb: np.ndarray, index: dict[str, int], dev: list[dict[str, Any]], eval_: list[dict[str, Any]],
-             cfg: Evaluate, positive_threshold: float, seed: int, with_clusters: bool = True) -> Result:
+             cfg: Evaluate, positive_threshold: float, seed: int) -> Result:
     """All eight metrics on eval; the F1 and false-positive thresholds come from dev."""
     s_dev = M.pair_scores(emb, index, dev)
     y_dev = np.array([p["label"] >= positive_threshold for p in dev], dtype=int)
@@ -66,7 +66,7 @@ def evaluate(emb: np.ndarray, index: dict[str, int], dev: list[dict[str, Any]], 
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = M.bootstrap_ci(fn, len(s), cfg.bootstrap, cfg.confidence, seed)
     # 6. cluster purity
     coords = labels = None
-    if with_clusters:
+    if cfg.cluster:
         cl, coords, labels = M.cluster_purity(M.pair_points(emb, index, eval_), y, cfg.umap_neighbors,
                                               cfg.umap_min_dist, cfg.hdbscan_min_cluster, cfg.hdbscan_min_samples,
                                               seed)

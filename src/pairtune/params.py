@@ -87,6 +87,7 @@ class Evaluate:
     bootstrap: int
     confidence: float
     recall_target: float  # common operating point: each model's threshold for this recall on dev
+    cluster: bool  # UMAP + HDBSCAN cluster purity (about 9 s of numba JIT per stage)
     worst_fp: int
     umap_neighbors: int
     umap_min_dist: float
