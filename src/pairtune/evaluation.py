@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_curve
 
 from pairtune import metrics as M
 from pairtune.params import Evaluate
@@ -88,7 +89,7 @@ def evaluate(emb: np.ndarray, index: dict[str, int], dev: list[dict[str, Any]], 
             if "auc" in row:
                 out[f"{prefix}_{group}_auc"] = row["auc"]
 
-    fpr, tpr, _ = M.roc_curve(y, s)
+    fpr, tpr, _ = roc_curve(y, s)
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 200)).astype(int))
     details = {"fp": fp, "fp_common": fp_common, "by_category": by_cat, "by_pair_type": by_type,
                "umap": None if coords is None else [[round(float(a), 4), round(float(b), 4)] for a, b in coords],
