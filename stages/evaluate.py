@@ -3,7 +3,8 @@
 Loads the model through the guarded loader (a LoRA adapter merged and verified), encodes each unique dev
 and eval text once, chooses thresholds on dev and reports on eval.
 Reads params `seed`, `data.positive_threshold`, `evaluate.*`, <model>/ and <data>/{dev,eval}.jsonl.
-Writes <metrics> (flat numeric JSON for dvc metrics) and <plots>/ (roc, scores, predictions, details).
+Writes <metrics> (flat numeric JSON for dvc metrics) and <plots>/ (roc, scores, histogram, predictions,
+details).
 Run: python stages/evaluate.py --model models/lora --data data/prepared \
          --metrics metrics/evaluate_lora.json --plots plots/evaluate_lora
 """
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     result = evaluate(emb, {t: i for i, t in enumerate(texts)}, dev, eval_, p.evaluate,
                       p.data.positive_threshold, p.seed)
     with io.atomic_dir(args.plots) as tmp:
-        for name in ("roc", "scores", "predictions", "details"):
+        for name in ("roc", "scores", "histogram", "predictions", "details"):
             io.write_json(tmp / f"{name}.json", getattr(result, name))
     io.write_json(args.metrics, result.metrics)
 

@@ -188,7 +188,9 @@ def test_evaluate_and_report_stages_on_tiny_model(trained, monkeypatch):
             assert key in m
         assert all(isinstance(v, (int, float)) for v in m.values())
         assert {p.name for p in (trained / f"plots/evaluate_{name}").iterdir()} == {
-            "roc.json", "scores.json", "predictions.json", "details.json"}
+            "roc.json", "scores.json", "histogram.json", "predictions.json", "details.json"}
+        hist = json.loads((trained / f"plots/evaluate_{name}/histogram.json").read_text())
+        assert sum(b["positives"] + b["negatives"] for b in hist) == m["n_pairs"]
     report_stage.main(["--out", "plots/report.html", "--metrics", "metrics/report.json"])
     html = (trained / "plots/report.html").read_text()
     assert html.count("data:image/png;base64,") >= 8 and "Training curves" in html

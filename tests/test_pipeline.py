@@ -176,7 +176,7 @@ def test_5_diffs_between_commits(repo):
     assert "auc" in metrics["metrics/evaluate_lora.json"]
     assert "metrics/evaluate_base.json" not in metrics  # the base did not change
     plots = json.loads(sh(repo, "dvc", "plots", "diff", "HEAD~1", "HEAD", "--json").stdout)["data"]
-    assert {"ROC (eval)", "Training loss", "Dev AUC per epoch"} <= set(plots)
+    assert {"ROC (eval)", "Cosine distribution per class (eval)", "Training loss", "Dev AUC per epoch"} <= set(plots)
     roc = plots["ROC (eval)"][0]
     assert roc["revisions"] == ["HEAD~1", "HEAD"] and '"rev": "HEAD~1"' in json.dumps(roc["content"])
     sh(repo, "git", "reset", "-q", "--hard", "HEAD~1")

@@ -23,6 +23,7 @@ class Result:
     details: dict[str, Any]  # tables and texts for the report
     roc: list[dict[str, float]]  # dvc plots data
     scores: list[dict[str, Any]]
+    histogram: list[dict[str, float]]  # cosine distribution per class, 40 bins over [-1, 1]
     predictions: list[dict[str, int]]
 
 
@@ -34,6 +35,15 @@ def unique_texts(*splits: list[dict[str, Any]]) -> list[str]:
 def _finite(d: dict[str, float]) -> dict[str, float]:
     # dvc metrics and JSON need finite numbers; an undefined value (one class, zero spread) is left out.
     return {k: round(float(v), 6) for k, v in d.items() if not math.isnan(v) and not math.isinf(v)}
+
+
+def _histogram(s: np.ndarray, y: np.ndarray, bins: int = 40) -> list[dict[str, float]]:
+    edges = np.linspace(-1.0, 1.0, bins + 1)
+    s = np.clip(s, -1.0, 1.0)  # float rounding can put identical texts at 1.0000001, outside the last bin
+    pos, _ = np.histogram(s[y == 1], edges)
+    neg, _ = np.histogram(s[y == 0], edges)
+    return [{"cosine": round(float((a + b) / 2), 4), "positives": int(p), "negatives": int(n)}
+            for a, b, p, n in zip(edges[:-1], edges[1:], pos, neg, strict=True)]
 
 
 def evaluate(emb: np.ndarray, index: dict[str, int], dev: list[dict[str, Any]], eval_: list[dict[str, Any]],
@@ -100,5 +110,6 @@ def evaluate(emb: np.ndarray, index: dict[str, int], dev: list[dict[str, Any]], 
         roc=[{"fpr": round(float(fpr[i]), 6), "tpr": round(float(tpr[i]), 6)} for i in keep],
         scores=[{"pair": i, "cosine": round(float(v), 6), "label": int(y[i]), "pair_type": eval_[i]["pair_type"]}
                 for i, v in enumerate(s)],
+        histogram=_histogram(s, y),
         predictions=[{"actual": int(a), "predicted": int(b >= threshold)} for a, b in zip(y, s, strict=True)],
     )
