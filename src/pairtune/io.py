@@ -74,11 +74,3 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
-
-def remove(*paths: str | Path) -> None:
-    """Delete outputs (files or folders) so a failed stage leaves nothing stale behind."""
-    for p in map(Path, paths):
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
