@@ -30,6 +30,7 @@ def main() -> None:
 
     from pairtune import metrics, models, params
     from pairtune.data import is_binary, read_prepared
+    from pairtune.evaluation import unique_texts
     from pairtune.training import train_mode
 
     p = params.load(args.params)
@@ -42,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         m = train_mode(args.mode, p, train, dev, is_binary(train + dev), args.base, out, None)
         model = models.load_model(out)
-        texts = sorted({t for x in ev for t in (x["text_1"], x["text_2"])})
+        texts = unique_texts(ev)
         cos = metrics.pair_scores(models.embed(model, texts), {t: i for i, t in enumerate(texts)}, ev)
     y = np.array([x["label"] for x in ev])
     print(json.dumps({"wall_s": m["train_wall_s"], "steps": m["steps"],

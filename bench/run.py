@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -45,6 +44,20 @@ def _timed(cmd: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
+# Run `cmd` in a fresh Python process and print its descendants' peak RSS: this process's own
+# RUSAGE_CHILDREN would also count the training benchmark runs that came before.
+_PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def _timed_peak(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and the peak RSS (MB) of any process `cmd` started (each DVC stage, here)."""
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", _PEAK, *cmd], cwd=cwd, env=_env(), check=True,
+                         capture_output=True, text=True).stdout
+    return time.perf_counter() - start, int(out.split()[-1]) / 1024
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -60,6 +73,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 1 run, 1 epoch on 64 pairs, no end-to-end repro, quality reported not enforced")
+    ap.add_argument("--pipeline-only", action="store_true",
+                    help="only the dvc repro / evaluate timings; other sections of --out are kept")
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--base", default="models/base")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
@@ -70,7 +85,7 @@ def main() -> None:
         subprocess.run(["dvc", "repro", "base"], cwd=ROOT, env=_env(), check=True)
 
     raw: dict[str, dict[str, list[dict]]] = {m: {"reference": [], "pairtune": []} for m in ("full", "lora")}
-    for r in range(runs):
+    for r in range(0 if args.pipeline_only else runs):
         for mode in ("full", "lora"):
             order = ("reference", "pairtune") if r % 2 == 0 else ("pairtune", "reference")
             for who in order:
@@ -83,8 +98,10 @@ def main() -> None:
 
     results: dict = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
                      "runs": runs, "quick": args.quick, "training": {}}
+    if args.pipeline_only and Path(args.out).exists():
+        results = json.loads(Path(args.out).read_text())
     ok = True
-    for mode, by in raw.items():
+    for mode, by in raw.items() if not args.pipeline_only else ():
         med = {who: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for who, rs in by.items()}
         d_auc = med["pairtune"]["auc"] - med["reference"]["auc"]
         d_sp = med["pairtune"]["spearman"] - med["reference"]["spearman"]
@@ -99,9 +116,7 @@ def main() -> None:
             subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
             for d in ("models", "data/prepared", "data/raw/generated"):
                 shutil.rmtree(clone / d, ignore_errors=True)
-            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            e2e = _timed(["dvc", "repro", "--force"], clone)
-            peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+            e2e, peak = _timed_peak(["dvc", "repro", "--force"], clone)
             noop = statistics.median(_timed(["dvc", "repro"], clone) for _ in range(3))
             ev = _timed([sys.executable, "stages/evaluate.py", "--model", "models/lora", "--data", "data/prepared",
                          "--metrics", f"{tmp}/e.json", "--plots", f"{tmp}/plots"], clone)

@@ -155,6 +155,8 @@ def save_adapter(model: SentenceTransformer, folder: Path, base_source: str) -> 
     cfg_path = folder / ADAPTER_CONFIG
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["base_model_name_or_path"] = base_source  # e.g. "packaged", resolved again on load
+    if isinstance(cfg.get("target_modules"), list):  # PEFT keeps a set: its order follows PYTHONHASHSEED
+        cfg["target_modules"] = sorted(cfg["target_modules"])
     io.write_json(cfg_path, cfg)
 
 

@@ -64,17 +64,16 @@ def to_dataset(pairs: list[dict[str, Any]], loss: str) -> Any:
 
 def dev_evaluator(dev: list[dict[str, Any]], positive_threshold: float) -> Any:
     """Dev Spearman and AUC each epoch: for the training curves and for best-checkpoint choice (never eval)."""
-    from scipy.stats import spearmanr
     from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
-    from sklearn.metrics import roc_auc_score
 
+    from pairtune import metrics
+    from pairtune.evaluation import unique_texts
     from pairtune.models import embed
 
-    labels = np.array([p["label"] for p in dev])
-    texts = sorted({t for p in dev for t in (p["text_1"], p["text_2"])})
+    graded = np.array([p["label"] for p in dev])
+    y = (graded >= positive_threshold).astype(int)
+    texts = unique_texts(dev)
     index = {t: i for i, t in enumerate(texts)}
-    i1 = np.array([index[p["text_1"]] for p in dev])
-    i2 = np.array([index[p["text_2"]] for p in dev])
 
     class DevEvaluator(SentenceEvaluator):
         def __init__(self) -> None:
@@ -84,11 +83,9 @@ def dev_evaluator(dev: list[dict[str, Any]], positive_threshold: float) -> Any:
 
         def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1,
                      ) -> dict[str, float]:
-            emb = embed(model, texts)
-            cos = np.sum(emb[i1] * emb[i2], axis=1)
-            metrics = {"spearman": float(spearmanr(cos, labels).statistic),
-                       "auc": float(roc_auc_score(labels >= positive_threshold, cos))}
-            return self.prefix_name_to_metrics(metrics, self.name)
+            cos = metrics.pair_scores(embed(model, texts), index, dev)
+            scores = {"spearman": metrics.spearman(cos, graded), "auc": metrics.auc(cos, y)}
+            return self.prefix_name_to_metrics(scores, self.name)
 
     return DevEvaluator()
 
