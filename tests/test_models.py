@@ -65,6 +65,13 @@ def test_lora_metrics_and_adapter_only_folder(trained):
     assert (trained / "dvclive/train_lora/plots/metrics/dev/auc.tsv").exists()
 
 
+def test_train_metrics_record_the_fast_path(trained):
+    """The tiny BERT trains packed with cheap dropout, and the metrics file says so."""
+    for mode in ("full", "lora"):
+        m = json.loads((trained / f"metrics/train_{mode}.json").read_text())
+        assert (m["packed"], m["fast_dropout"]) == (1, 1), mode
+
+
 def test_full_folder_is_a_sentence_transformer(trained):
     names = {p.name for p in (trained / "models/full").iterdir()}
     assert {"model.safetensors", "modules.json", "config_sentence_transformers.json"} <= names

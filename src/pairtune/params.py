@@ -77,6 +77,8 @@ class Train:
     checkpoint: Literal["last", "best"]
     device: str  # auto | cpu | cuda | cuda:N
     bf16: bool
+    packing: bool  # padding-free forward passes, both columns in one (pairtune.fastpath)
+    fast_dropout: bool  # dropout masks from 16-bit random lanes on CPU (pairtune.fastpath)
     full: FullMode
     lora: LoraMode
 

@@ -32,23 +32,41 @@ class TrainResult:
     final_loss: float
     wall_s: float
     best_dev_spearman: float | None
+    packed: bool  # what pairtune.fastpath actually ran (packing falls back to stock on models it cannot check)
+    fast_dropout: bool
 
 
-def build_loss(name: str, model: SentenceTransformer, binary: bool) -> Any:
+def _one_pass(cls: type) -> type:
+    """`cls` with every column of a batch embedded in one forward pass instead of the first on its own.
+
+    Each of our losses is `embed_columns` + `compute_loss_from_embeddings`; sentence-transformers keeps the
+    first column apart because padding columns to one width costs, which packed batches do not pay.
+    """
+    from sentence_transformers.base.losses.merged_forward import embed_columns
+
+    def forward(self: Any, sentence_features: Any, labels: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features, separate_first=False),
+                                                 labels)
+
+    return type(cls.__name__, (cls,), {"forward": forward, "__module__": __name__})
+
+
+def build_loss(name: str, model: SentenceTransformer, binary: bool, one_pass: bool = False) -> Any:
     """The loss named by `train.loss`; a loss that needs binary labels refuses graded ones."""
     from sentence_transformers.sentence_transformer import losses
 
     if name in BINARY_LOSSES and not binary:
         raise PairtuneError(f"params.yaml: train.loss: {name!r} needs binary 0/1 labels, but the data is graded; "
                             "use cosine, cosent or angle")
-    return {
-        "cosine": lambda: losses.CosineSimilarityLoss(model),
-        "cosent": lambda: losses.CoSENTLoss(model),
-        "angle": lambda: losses.AnglELoss(model),
-        "contrastive": lambda: losses.ContrastiveLoss(model),
-        "online_contrastive": lambda: losses.OnlineContrastiveLoss(model),
-        "mnrl": lambda: losses.MultipleNegativesRankingLoss(model),
-    }[name]()
+    cls = {
+        "cosine": losses.CosineSimilarityLoss,
+        "cosent": losses.CoSENTLoss,
+        "angle": losses.AnglELoss,
+        "contrastive": losses.ContrastiveLoss,
+        "online_contrastive": losses.OnlineContrastiveLoss,
+        "mnrl": losses.MultipleNegativesRankingLoss,
+    }[name]
+    return (_one_pass(cls) if one_pass else cls)(model)
 
 
 def to_dataset(pairs: list[dict[str, Any]], loss: str) -> Any:
@@ -102,10 +120,15 @@ def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pai
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
-    loss = build_loss(cfg.loss, model, binary)
+    from pairtune import fastpath
+
     dataset = to_dataset(train_pairs, cfg.loss)
     best = cfg.checkpoint == "best"
-    with tempfile.TemporaryDirectory(prefix="pairtune-train-") as out:
+    check = [p[key] for p in train_pairs[:16] for key in ("text_1", "text_2")]
+    with (fastpath.enabled(model, cfg.packing, cfg.fast_dropout, check) as active,
+          tempfile.TemporaryDirectory(prefix="pairtune-train-") as out):
+        log.info("fast path: packing %s, cheap CPU dropout %s", active.packed, active.fast_dropout)
+        loss = build_loss(cfg.loss, model, binary, one_pass=active.packed)
         args = SentenceTransformerTrainingArguments(
             output_dir=out,
             num_train_epochs=cfg.epochs,
@@ -144,7 +167,8 @@ def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pai
     losses_seen = [h["loss"] for h in history if "loss" in h]
     best_metric = trainer.state.best_metric if best else None
     return TrainResult(steps=output.global_step, final_loss=float(losses_seen[-1] if losses_seen else output.training_loss),
-                       wall_s=wall, best_dev_spearman=best_metric)
+                       wall_s=wall, best_dev_spearman=best_metric, packed=active.packed,
+                       fast_dropout=active.fast_dropout)
 
 
 def plain_live(live_dir: str) -> Any:
@@ -231,7 +255,8 @@ def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: 
     metrics = {"trainable_params": trainable, "total_params": total,
                "trainable_share": round(trainable / total, 6), "artifact_bytes": size, "steps": result.steps,
                "final_loss": round(result.final_loss, 6), "train_wall_s": round(result.wall_s, 2),
-               "device_cuda": int(device.startswith("cuda")), "lr": lr}
+               "device_cuda": int(device.startswith("cuda")), "packed": int(result.packed),
+               "fast_dropout": int(result.fast_dropout), "lr": lr}
     if result.best_dev_spearman is not None:
         metrics["best_dev_spearman"] = round(result.best_dev_spearman, 6)
     return metrics
