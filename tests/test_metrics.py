@@ -137,3 +137,33 @@ def test_cluster_purity_bounds():
         assert out["clusters"] == len(set(labels[labels >= 0].tolist()))
     else:
         assert out["cluster_noise_share"] == 1.0
+
+
+def test_umap_numba_functions_are_cached_on_disk():
+    """Each evaluate stage paid ~9 s compiling umap's numba functions; import_umap makes them cache=True.
+    In a fresh process, since an earlier `import umap` in this one would have compiled them uncached."""
+    import subprocess
+    import sys
+
+    code = ("from pairtune.metrics import import_umap; import numba; stock = numba.njit; u = import_umap(); "
+            "from umap import layouts, umap_; "
+            "kinds = {type(getattr(m, n)._cache).__name__ for m in (layouts, umap_) for n in dir(m) "
+            "if hasattr(getattr(m, n), '_cache')}; "
+            "print(sorted(kinds), numba.njit is stock)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[-2] == "['FunctionCache'] True"  # all cached, and numba.njit put back
+
+
+@pytest.mark.parametrize("threshold", [-2.0, -0.3, 0.0, 0.41, 2.0])
+def test_classify_matches_sklearn(threshold):
+    """classify counts the confusion matrix itself (speed); it must agree with sklearn, zero divisions included."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    rng = np.random.default_rng(3)
+    for y in (rng.integers(0, 2, 200), np.zeros(50, dtype=int), np.ones(50, dtype=int)):
+        s = np.round(rng.uniform(-1, 1, len(y)), 1)  # rounded: many ties at the threshold
+        pred = s >= threshold
+        got = M.classify(s, y, threshold)
+        want = {"f1": f1_score(y, pred, zero_division=0), "precision": precision_score(y, pred, zero_division=0),
+                "recall": recall_score(y, pred, zero_division=0), "accuracy": accuracy_score(y, pred)}
+        assert got == pytest.approx(want, abs=1e-12)
