@@ -53,3 +53,36 @@ def test_train_branches_list_only_their_own_mode_section():
     full, lora = _expand(DVC["stages"]["train"])
     assert "train.full" in full["params"] and "train.lora" not in full["params"]
     assert "train.lora" in lora["params"] and "train.full" not in lora["params"]
+
+
+INFRASTRUCTURE = {"errors", "io", "params"}  # logging, atomic writes, the loader: they change no output's content
+
+
+def _pairtune_imports(path) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "pairtune":
+            if node.module == "pairtune":
+                names |= {a.name for a in node.names}
+            else:
+                names.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("pairtune.")}
+    return names
+
+
+def test_every_stage_depends_on_the_library_modules_it_runs():
+    """A stage whose code path imports a module (at any depth) must rerun when that module changes."""
+    for name, stage in DVC["stages"].items():
+        for s in _expand(stage):
+            script = re.search(r"python (stages/\S+\.py)", s["cmd"]).group(1)
+            seen, todo = set(), _pairtune_imports(ROOT / script)
+            while todo:
+                mod = todo.pop()
+                if mod not in seen:
+                    seen.add(mod)
+                    todo |= _pairtune_imports(ROOT / "src" / "pairtune" / f"{mod}.py")
+            for mod in sorted(seen - INFRASTRUCTURE):
+                assert f"src/pairtune/{mod}.py" in s["deps"], f"{name}: imports pairtune.{mod} but does not depend on it"
