@@ -4,7 +4,8 @@ Runs bench/reference.py and bench/ours.py alternately (full and LoRA, --runs eac
 round), then times an end-to-end `dvc repro` from a clean clone, a no-op `dvc repro` and the evaluate
 stage. Prints a table and writes bench/results.json with medians, ratios and the quality check
 (eval AUC within 0.005 and Spearman within 0.01 of the reference).
-Run: make bench            (or: python bench/run.py --quick   for a smoke run)
+Run: make bench            (or: python bench/run.py --quick   for a smoke run;
+     python bench/run.py --ablation   for the cost of turning each speed knob off)
 """
 
 from __future__ import annotations
@@ -68,22 +69,72 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+KNOBS = ("bf16", "packing", "fast_dropout")  # train.* switches that change speed, not the recipe
+
+
+def ablation(args: argparse.Namespace, runs: int, extra: list[str]) -> None:
+    """pairtune's training with all knobs on, then with each one off, round-robin; slowdowns vs all on."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    base = yaml.load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    variants = ["all on", *(f"{k} off" for k in KNOBS)]
+    raw: dict[str, dict[str, list[dict]]] = {m: {v: [] for v in variants} for m in ("full", "lora")}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for v in variants:
+            p = json.loads(json.dumps(base))
+            if v != "all on":
+                p["train"][v.removesuffix(" off")] = False
+            files[v] = Path(tmp) / f"{v.replace(' ', '_')}.yaml"
+            with files[v].open("w", encoding="utf-8") as fh:
+                yaml.dump(p, fh)
+        for r in range(runs):
+            for mode in ("full", "lora"):
+                for v in variants if r % 2 == 0 else variants[::-1]:
+                    res = _json_run([sys.executable, "bench/ours.py", "--base", str(Path(args.base).resolve()),
+                                     "--params", str(files[v]), "--mode", mode,
+                                     "--data", str(Path(args.data).resolve()), *extra])
+                    raw[mode][v].append(res)
+                    print(f"run {r + 1}/{runs} {mode:4s} {v:16s} {res['wall_s']:7.1f} s  AUC {res['auc']:.4f}  "
+                          f"Spearman {res['spearman']:.4f}  RSS {res['peak_rss_mb']:.0f} MB", flush=True)
+    results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    results["ablation"] = {}
+    print()
+    for mode, by in raw.items():
+        med = {v: {k: statistics.median(x[k] for x in rs) for k in ("wall_s", "auc", "spearman", "peak_rss_mb")}
+               for v, rs in by.items()}
+        results["ablation"][mode] = {"runs": runs, "median": med, "raw": by,
+                                     "slowdown_vs_all_on": {v: med[v]["wall_s"] / med["all on"]["wall_s"]
+                                                            for v in variants}}
+        print(f"{mode}: " + ", ".join(f"{v} {med[v]['wall_s']:.1f} s (x{med[v]['wall_s'] / med['all on']['wall_s']:.2f})"
+                                      for v in variants))
+    Path(args.out).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 1 run, 1 epoch on 64 pairs, no end-to-end repro, quality reported not enforced")
+                    help="smoke run: 1 run, 1 epoch on 256 pairs (16 steps: fewer barely move a LoRA adapter off the base, and the load guard refuses it), no end-to-end repro, quality reported not enforced")
     ap.add_argument("--pipeline-only", action="store_true",
                     help="only the dvc repro / evaluate timings; other sections of --out are kept")
+    ap.add_argument("--ablation", action="store_true",
+                    help="only pairtune's training with each speed knob of params.yaml turned off in turn, "
+                         "alternating, --runs runs each; other sections of --out are kept")
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--base", default="models/base")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = ap.parse_args()
     runs = 1 if args.quick else args.runs
-    extra = ["--epochs", "1", "--limit", "64"] if args.quick else []
+    extra = ["--epochs", "1", "--limit", "256"] if args.quick else []
     if not (Path(args.base) / "pairtune.json").exists() and args.base == "models/base":
         subprocess.run(["dvc", "repro", "base"], cwd=ROOT, env=_env(), check=True)
 
+    if args.ablation:
+        ablation(args, runs, extra)
+        return
     raw: dict[str, dict[str, list[dict]]] = {m: {"reference": [], "pairtune": []} for m in ("full", "lora")}
     for r in range(0 if args.pipeline_only else runs):
         for mode in ("full", "lora"):
