@@ -28,6 +28,16 @@ def _embed(model, texts):
     return model(_features(model, texts))["sentence_embedding"]
 
 
+def _stock_and_packed(model, texts):
+    """Eval-mode embeddings of `texts`, stock and then packed (asserting packing really switched on)."""
+    model.eval()
+    with torch.no_grad():
+        stock = _embed(model, texts)
+        with fastpath.enabled(model, packing=True, fast_dropout=True, check_texts=TEXTS) as active:
+            assert active.packed
+            return stock, _embed(model, texts)
+
+
 def _no_dropout(model):
     """p = 0 everywhere; BERT reads its attention-probability dropout from its nn.Dropout's p too."""
     for m in model.modules():
@@ -38,12 +48,7 @@ def _no_dropout(model):
 @pytest.mark.parametrize("texts", [TEXTS, TEXTS[:3], TEXTS[3:] * 3])
 def test_packed_forward_gives_stock_embeddings(model, texts):
     """Several token counts, so the filler row (token count not a multiple of BUCKET) is exercised too."""
-    model.eval()
-    with torch.no_grad():
-        stock = _embed(model, texts)
-        with fastpath.enabled(model, packing=True, fast_dropout=True, check_texts=TEXTS) as active:
-            assert active.packed
-            packed = _embed(model, texts)
+    stock, packed = _stock_and_packed(model, texts)
     n = int(_features(model, texts)["attention_mask"].sum())
     assert n % fastpath.BUCKET or texts is TEXTS  # at least the other cases pad the token count
     torch.testing.assert_close(packed, stock, atol=1e-6, rtol=0)
@@ -85,12 +90,7 @@ def test_packing_runs_through_a_peft_adapter(model):
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.1)
-    model.eval()
-    with torch.no_grad():
-        stock = _embed(model, TEXTS)
-        with fastpath.enabled(model, packing=True, fast_dropout=True, check_texts=TEXTS) as active:
-            assert active.packed
-            packed = _embed(model, TEXTS)
+    stock, packed = _stock_and_packed(model, TEXTS)
     torch.testing.assert_close(packed, stock, atol=1e-6, rtol=0)
 
 
