@@ -54,10 +54,10 @@ class Active:
 @dataclass(frozen=True)
 class Pack:
     """Where the packed tokens sit in the padded batch: passed to the attention function as a kwarg."""
-    index: torch.Tensor  # positions of the real tokens in the flattened (batch * length) padded layout
-    batch: int
+    index: torch.Tensor  # position of each packed token (filler tokens last) in the flattened padded layout
+    batch: int  # rows of the padded layout: the texts, plus one row for the filler tokens if there are any
     length: int
-    key_mask: torch.Tensor  # (batch, 1, 1, length) bool, True where a key is a real token
+    key_mask: torch.Tensor  # (batch, 1, 1, length) bool, True where a key is a token of that row
     fast_dropout: bool
 
 
@@ -120,6 +120,9 @@ def packed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
 def _packed_forward(self: Any, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """ST Transformer.forward on packed tokens; writes the padded `token_embeddings` Pooling expects."""
     if kwargs or not _TEXT_KEYS >= set(features) - _PASSIVE_KEYS or features.get("modality", "text") != "text":
+        if not getattr(self, "_pairtune_warned", False):  # the metrics' `packed: 1` would overstate what ran
+            log.warning("packing skipped for a batch with features %s: stock forward", sorted(features))
+            self._pairtune_warned = True
         return self._pairtune_stock_forward(features, **kwargs)
     import torch
 
@@ -232,6 +235,7 @@ def _patched(model: SentenceTransformer, packed: bool, fast_dropout: bool) -> It
         if packed:
             config._attn_implementation = stock_attention
             del first.forward, first._pairtune_stock_forward, first._pairtune_fast_dropout
+            vars(first).pop("_pairtune_warned", None)
 
 
 def _max_delta(model: SentenceTransformer, texts: list[str]) -> float:
