@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     manifest = {"mode": "base", "base_model": p.base.model, "dim": model.get_embedding_dimension(),
                 "parameters": models.count_params(model)[1]}
     with io.atomic_dir(args.out) as tmp:
-        models.write_fingerprint(tmp, manifest, texts, models.embed(model, texts))
+        models.write_fingerprint(tmp, manifest, texts, models.embed_probe(model, texts))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hf = root / "hf"
     hf.mkdir()
     (hf / "vocab.txt").write_text("\n".join(_vocab()) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(hf / "vocab.txt"), do_lower_case=True).save_pretrained(hf)
+    BertTokenizerFast(vocab=str(hf / "vocab.txt"), do_lower_case=True).save_pretrained(hf)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=64, max_position_embeddings=128)
@@ -61,7 +61,7 @@ TINY_PARAMS = {
     "base": {"model": "TINY", "probe_size": 16},
     "train": {"epochs": 1, "batch_size": 16, "warmup_steps": 2, "scheduler": "linear", "loss": "cosine",
               "checkpoint": "last", "device": "cpu", "bf16": False, "packing": True,
-              "fast_dropout": True, "full": {"lr": 1e-3},
+              "fast_dropout": True, "compact_embedding": True, "full": {"lr": 1e-3},
               "lora": {"lr": 1e-2, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}},
     "evaluate": {"batch_size": 64, "bootstrap": 50, "confidence": 0.95, "recall_target": 0.9, "worst_fp": 5, "cluster": True,
                  "umap_neighbors": 5, "umap_min_dist": 0.1, "hdbscan_min_cluster": 5, "hdbscan_min_samples": 2},

@@ -172,3 +172,56 @@ def test_manual_attention_path_equals_sdpa():
                                                  scaling=dim ** -0.5, pairtune_pack=pack)
     assert out[True].shape == (1, len(index), heads, dim)
     torch.testing.assert_close(out[True], out[False], atol=1e-6, rtol=0)
+
+
+def _adamw_steps(model, batches, compact_texts):
+    """A few fused-AdamW steps (no weight decay, as the trainer runs) on a cosine loss; returns the weights."""
+    _no_dropout(model)
+    model.train()
+    loss_fn = build_loss("cosine", model, binary=True)
+    with fastpath.enabled(model, packing=False, fast_dropout=False, check_texts=TEXTS,
+                          compact_texts=compact_texts) as active:
+        assert active.compact_embedding is (compact_texts is not None)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0,
+                                fused=True)
+        for a, b in batches:
+            loss = loss_fn([_features(model, a), _features(model, b)], torch.tensor([1.0, 0.0, 1.0]))
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_compact_embedding_trains_exactly_like_the_whole_table(tiny_model_dir):
+    """Only the rows of train tokens get an optimizer state, and the result equals dense training."""
+    batches = [(TEXTS[:3], TEXTS[3:]), (TEXTS[3:], TEXTS[:3])] * 2
+    train_texts = [t for pair in batches for side in pair for t in side]
+    dense_model = models.load_st(str(tiny_model_dir), "cpu")
+    before = dense_model[0].model.get_input_embeddings().weight.detach().clone()
+    dense = _adamw_steps(dense_model, batches, None)
+    compact_model = models.load_st(str(tiny_model_dir), "cpu")
+    compact = _adamw_steps(compact_model, batches, train_texts)
+    assert dense.keys() == compact.keys()  # the stock module is back, nothing renamed
+    for key in dense:
+        torch.testing.assert_close(compact[key], dense[key], atol=1e-6, rtol=0, msg=key)
+    emb = compact_model[0].model.get_input_embeddings()
+    assert isinstance(emb, torch.nn.Embedding) and emb.weight.requires_grad
+    used = {i for t in train_texts for i in compact_model.tokenize([t])["input_ids"][0].tolist()}
+    untouched = [i for i in range(before.shape[0]) if i not in used]
+    assert untouched and torch.equal(emb.weight[untouched], before[untouched])
+    assert not torch.equal(emb.weight[sorted(used - {0})], before[sorted(used - {0})])
+
+
+def test_compact_embedding_refuses_a_training_token_without_a_row(model):
+    model.train()
+    with fastpath.enabled(model, packing=True, fast_dropout=False, check_texts=TEXTS,
+                          compact_texts=["I love dogs."]):
+        with pytest.raises(RuntimeError, match="has no trainable row"):
+            _embed(model, ["I smoke every day."])
+
+
+def test_the_tiny_model_knows_the_generator_words(model):
+    """Regression: transformers 5 ignored `vocab_file=` and the fixture's tokenizer had only the 5 special
+    tokens, so every word was [UNK] and tiny-model tests trained on sequence lengths alone."""
+    ids = model.tokenize(["I would never date a smoker."])["input_ids"][0].tolist()
+    assert model[0].tokenizer.unk_token_id not in ids and len(set(ids)) == len(ids)

@@ -36,6 +36,9 @@ BASE_PROBE = "base_probe.npy"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 REPRODUCE_ATOL = 1e-5  # a reloaded model must give the stored probe embeddings to this tolerance
+# Probes are written and checked on the CPU whatever device trains or evaluates: CUDA and CPU kernels differ
+# by about REPRODUCE_ATOL, and a GPU run must not fail its own guard. Like is compared with like.
+PROBE_DEVICE = "cpu"
 DIFFERS_ATOL = 1e-4  # a trained model whose probe is this close to the base's is the base in disguise
 PACKAGED = "packaged"
 
@@ -93,6 +96,12 @@ def embed(model: SentenceTransformer, texts: list[str], batch_size: int = 64) ->
         out = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
                            show_progress_bar=False)
     return np.asarray(out, dtype=np.float32)
+
+
+def embed_probe(model: SentenceTransformer, texts: list[str]) -> np.ndarray:
+    """The probe embeddings of `model`, computed on PROBE_DEVICE (the model is moved there and stays)."""
+    model.to(PROBE_DEVICE)
+    return embed(model, texts)
 
 
 def probe_texts(pairs: list[dict[str, Any]], n: int) -> list[str]:
@@ -163,7 +172,7 @@ def save_adapter(model: SentenceTransformer, folder: Path, base_source: str) -> 
 def _check_probe(model: SentenceTransformer, folder: Path, what: str) -> np.ndarray:
     texts = json.loads((folder / PROBE_TEXTS).read_text(encoding="utf-8"))
     stored = np.load(folder / PROBE)
-    now = embed(model, texts)
+    now = embed_probe(model, texts)
     delta = float(np.max(np.abs(now - stored)))
     if delta > REPRODUCE_ATOL:
         raise GuardError(f"{folder}: {what} does not reproduce its stored probe embeddings "
@@ -209,23 +218,24 @@ def load_model(folder: str | Path, device: str = "cpu") -> SentenceTransformer:
     """Load any model folder written by pairtune (base fingerprint, full, or LoRA adapter), verified.
 
     A LoRA adapter is attached to a fresh base and merged in memory. Raises GuardError if the model does
-    not reproduce its training-time probe embeddings or is indistinguishable from the base model.
+    not reproduce its training-time probe embeddings or is indistinguishable from the base model. The
+    check runs on PROBE_DEVICE, where the probe was written; the model then moves to `device`.
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
     mode = manifest["mode"]
     if mode == "base":
-        model = load_base(manifest["base_model"], device)
+        model = load_base(manifest["base_model"], PROBE_DEVICE)
     elif mode == "full":
-        model = load_st(str(folder), device)
+        model = load_st(str(folder), PROBE_DEVICE)
     elif mode == "lora":
-        model = load_base(manifest["base_model"], device)
+        model = load_base(manifest["base_model"], PROBE_DEVICE)
         _attach_adapter(model, folder)
     else:
         raise GuardError(f"{folder / MANIFEST}: unknown mode {mode!r}")
     _check_probe(model, folder, f"the {mode} model")
-    log.info("loaded %s model from %s: probe verified", mode, folder)
-    return model
+    log.info("loaded %s model from %s: probe verified on %s", mode, folder, PROBE_DEVICE)
+    return model.to(device)
 
 
 def folder_bytes(folder: str | Path, names: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from ruamel.yaml.error import YAMLError
 from pairtune.errors import PairtuneError
 
 LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive", "mnrl")
+Switch = bool | Literal["auto"]  # a speed knob: on, off, or decided by pairtune.hardware for this machine
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,11 @@ class Train:
     loss: Literal["cosine", "cosent", "angle", "contrastive", "online_contrastive", "mnrl"]
     checkpoint: Literal["last", "best"]
     device: str  # auto | cpu | cuda | cuda:N
-    bf16: bool
-    packing: bool  # padding-free forward passes, both columns in one (pairtune.fastpath)
-    fast_dropout: bool  # dropout masks from 16-bit random lanes on CPU (pairtune.fastpath)
+    # Speed knobs (pairtune.hardware decides `auto`; none changes the recipe beyond float rounding):
+    bf16: Switch  # bf16 autocast
+    packing: Switch  # padding-free forward passes, both columns in one (pairtune.fastpath)
+    fast_dropout: Switch  # dropout masks from 16-bit random lanes on CPU (pairtune.fastpath)
+    compact_embedding: Switch  # full mode: only the word-embedding rows the train split uses get gradients
     full: FullMode
     lora: LoraMode
 
@@ -164,8 +167,12 @@ def _value(tp: Any, v: Any, path: str, key: str) -> Any:
         if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
             raise PairtuneError(f"{path}: {key}: expected a non-empty list of strings, got {v!r}")
         return tuple(v)
-    if origin in (typing.Union, types.UnionType):  # pragma: no cover - no optional params yet
-        raise TypeError(f"unsupported param type {tp}")
+    if origin in (typing.Union, types.UnionType):
+        if tp == Switch:
+            if isinstance(v, bool) or v == "auto":
+                return v
+            raise PairtuneError(f"{path}: {key}: expected true, false or auto, got {v!r}")
+        raise TypeError(f"unsupported param type {tp}")  # pragma: no cover - no other unions
     ok = {
         bool: isinstance(v, bool),
         int: isinstance(v, int) and not isinstance(v, bool),

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pairtune import hardware
 from pairtune.errors import PairtuneError
+from pairtune.hardware import Knobs
 from pairtune.params import Train
 
 if TYPE_CHECKING:
@@ -34,6 +36,8 @@ class TrainResult:
     best_dev_spearman: float | None
     packed: bool  # what pairtune.fastpath actually ran (packing falls back to stock on models it cannot check)
     fast_dropout: bool
+    compact_embedding: bool
+    bf16: bool
 
 
 def _one_pass(cls: type) -> type:
@@ -115,8 +119,11 @@ def steps_per_epoch(n_pairs: int, batch_size: int) -> int:
 
 def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pairs: list[dict[str, Any]],
           cfg: Train, lr: float, seed: int, device: str, binary: bool, positive_threshold: float,
-          callbacks: list[Any] | None = None) -> TrainResult:
-    """Train `model` in place with the stock trainer; returns what the metrics file needs."""
+          knobs: Knobs, callbacks: list[Any] | None = None) -> TrainResult:
+    """Train `model` in place with the stock trainer; returns what the metrics file needs.
+
+    `knobs`: the speed knobs as pairtune.hardware decided them for this machine (`cfg`'s may say auto).
+    """
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
@@ -125,9 +132,16 @@ def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pai
     dataset = to_dataset(train_pairs, cfg.loss)
     best = cfg.checkpoint == "best"
     check = [p[key] for p in train_pairs[:16] for key in ("text_1", "text_2")]
-    with (fastpath.enabled(model, cfg.packing, cfg.fast_dropout, check) as active,
+    compact = None
+    if knobs.compact_embedding:
+        if best:  # a checkpoint reload during training would meet the swapped-in module
+            log.warning("compact embedding off: train.checkpoint is best")
+        else:
+            compact = [p[key] for p in train_pairs for key in ("text_1", "text_2")]
+    with (fastpath.enabled(model, knobs.packing, knobs.fast_dropout, check, compact) as active,
           tempfile.TemporaryDirectory(prefix="pairtune-train-") as out):
-        log.info("fast path: packing %s, cheap CPU dropout %s", active.packed, active.fast_dropout)
+        log.info("fast path: bf16 autocast %s, packing %s, cheap CPU dropout %s, compact embedding %s",
+                 knobs.bf16, active.packed, active.fast_dropout, active.compact_embedding)
         loss = build_loss(cfg.loss, model, binary, one_pass=active.packed)
         args = SentenceTransformerTrainingArguments(
             output_dir=out,
@@ -139,7 +153,8 @@ def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pai
             lr_scheduler_type=cfg.scheduler,
             seed=seed,
             data_seed=seed,
-            bf16=cfg.bf16,
+            bf16=knobs.bf16,
+            weight_decay=0.0,  # the compact embedding is exact only without weight decay (pairtune.fastpath)
             # Fused AdamW: the same update in one kernel per tensor; 409 vs 495 ms a step for full fine-tuning
             # on the 2-core CPU (bench/), and supported on CUDA as well.
             optim="adamw_torch_fused",
@@ -168,7 +183,8 @@ def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pai
     best_metric = trainer.state.best_metric if best else None
     return TrainResult(steps=output.global_step, final_loss=float(losses_seen[-1] if losses_seen else output.training_loss),
                        wall_s=wall, best_dev_spearman=best_metric, packed=active.packed,
-                       fast_dropout=active.fast_dropout)
+                       fast_dropout=active.fast_dropout, compact_embedding=active.compact_embedding,
+                       bf16=knobs.bf16)
 
 
 def plain_live(live_dir: str) -> Any:
@@ -227,20 +243,22 @@ def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: 
     if mode == "lora":
         models.add_lora(model, p.train.lora, p.seed)
     trainable, total = models.count_params(model)
-    log.info("%s: %d trainable of %d parameters (%.2f%%) on %s, bf16 %s", mode, trainable, total,
-             100 * trainable / total, device, p.train.bf16)
+    mach = hardware.machine(device)
+    knobs = hardware.resolve(p.train, mach, mode)
+    log.info("%s: %d trainable of %d parameters (%.2f%%) on %s", mode, trainable, total, 100 * trainable / total,
+             mach.describe())
     lr = p.train.lora.lr if mode == "lora" else p.train.full.lr
     callbacks = []
     if live_dir:
         live = plain_live(live_dir)
         callbacks.append(live_callback(live))
     result = train(model, train_pairs, dev_pairs, p.train, lr, p.seed, device, binary,
-                   p.data.positive_threshold, callbacks)
+                   p.data.positive_threshold, knobs, callbacks)
     if live_dir:
         live.end()
     base_dir = Path(base_dir)
     texts = json.loads((base_dir / models.PROBE_TEXTS).read_text(encoding="utf-8"))
-    probe = models.embed(model, texts)
+    probe = models.embed_probe(model, texts)  # on the CPU, where every later check runs
     if mode == "lora":
         models.save_adapter(model, out, p.base.model)
         artifact = [models.ADAPTER_WEIGHTS, models.ADAPTER_CONFIG]
@@ -256,7 +274,8 @@ def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: 
                "trainable_share": round(trainable / total, 6), "artifact_bytes": size, "steps": result.steps,
                "final_loss": round(result.final_loss, 6), "train_wall_s": round(result.wall_s, 2),
                "device_cuda": int(device.startswith("cuda")), "packed": int(result.packed),
-               "fast_dropout": int(result.fast_dropout), "lr": lr}
+               "fast_dropout": int(result.fast_dropout), "compact_embedding": int(result.compact_embedding),
+               "bf16": int(result.bf16), "native_bf16": int(mach.native_bf16), "machine": mach.describe(), "lr": lr}
     if result.best_dev_spearman is not None:
         metrics["best_dev_spearman"] = round(result.best_dev_spearman, 6)
     return metrics
