@@ -37,8 +37,9 @@ sweep: $(STAMP)
 	$(RUN) $(BIN)/dvc queue status
 	@echo "when the queue is done: dvc exp show --only-changed"
 
+# Models, adapter, data and the run-cache (so a teammate's repro of a setting already run restores it).
 push: $(STAMP)
-	$(RUN) $(BIN)/dvc push
+	$(RUN) $(BIN)/dvc push --run-cache
 
 bench: $(STAMP)
 	$(RUN) $(BIN)/python bench/run.py $(BENCH_ARGS)

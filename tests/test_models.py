@@ -262,3 +262,43 @@ def test_bf16_training_saves_what_it_fingerprints(trained, tmp_path):
         train_mode(mode, p, read_prepared(trained / "data/prepared/train.jsonl"),
                    read_prepared(trained / "data/prepared/dev.jsonl"), True, str(trained / "models/base"), out, None)
         models.load_model(out)
+
+
+def test_a_training_device_with_other_numerics_passes_its_own_guard(trained, tmp_path, monkeypatch):
+    """CUDA and CPU kernels differ by about the guard's 1e-5: the probe must be written where it is checked.
+
+    Simulated: while the model sits on its "training device" every embedding is off by 3e-5; moving it to
+    the CPU gives CPU numerics again. Writing the probe before the move would fail the stage's reload check.
+    """
+    import types
+
+    from sentence_transformers import SentenceTransformer
+
+    real_load = models.load_model
+
+    def load_on_simulated_device(folder, device="cpu"):
+        model = real_load(folder, device)
+        model._on_device = True
+
+        def to(self, *args, **kwargs):
+            # The trainer moves the model with a torch.device (its training device, here "cpu" standing in
+            # for "cuda"); only an explicit move to the CPU by name leaves the simulated device.
+            self._on_device = not (args and isinstance(args[0], str) and args[0] == "cpu")
+            return SentenceTransformer.to(self, *args, **kwargs)
+
+        def skew(module, args, output):
+            if module._on_device:
+                output["sentence_embedding"] = output["sentence_embedding"] + 3e-5
+            return output
+
+        model.to = types.MethodType(to, model)
+        model.register_forward_hook(skew)
+        return model
+
+    monkeypatch.setattr(models, "load_model", load_on_simulated_device)
+    out = tmp_path / "full"
+    train_stage.main(["--mode", "full", "--data", str(trained / "data/prepared"), "--base", str(trained / "models/base"),
+                      "--out", str(out), "--metrics", str(tmp_path / "m.json"), "--live", str(tmp_path / "live"),
+                      "--params", str(trained / "params.yaml")])
+    monkeypatch.undo()
+    models.load_model(out)  # and the published model passes the guard on its own

@@ -51,3 +51,58 @@ def test_packed_forward_gives_stock_embeddings_on_the_real_model(base):
             packed = base(dict(features))["sentence_embedding"]
     assert int(features["attention_mask"].sum()) < features["attention_mask"].numel()  # there was padding
     torch.testing.assert_close(packed, stock, atol=1e-5, rtol=0)
+
+
+# Trains the real model for a few steps with every speed knob on `auto` and reports what ran: the knobs as
+# decided, and the dtype of every linear layer's output during training steps.
+_AUTO_TRAINING = """
+import copy, json, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from conftest import TINY_PARAMS
+from pairtune import hardware, models, params
+from pairtune.generate import generate
+from pairtune.training import train
+raw = copy.deepcopy(TINY_PARAMS)
+raw["train"].update(bf16="auto", packing="auto", fast_dropout="auto", compact_embedding="auto")
+cfg = params.from_dict(raw).train
+splits = generate(42, {"train": 32, "dev": 16, "eval": 16})
+model = models.load_base("packaged", "cpu")
+knobs = hardware.resolve(cfg, hardware.machine("cpu"), "full")
+seen = set()
+for m in model.modules():
+    if isinstance(m, torch.nn.Linear):
+        m.register_forward_hook(lambda mod, i, o: seen.add(str(o.dtype)) if mod.training else None)
+result = train(model, splits["train"], splits["dev"], cfg, 1e-5, 0, "cpu", True, 0.5, knobs)
+print(json.dumps({"bf16": knobs.bf16, "ran_bf16": result.bf16, "dtypes": sorted(seen), "steps": result.steps}))
+"""
+
+
+def _train_with_auto(env: dict[str, str]) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-c", _AUTO_TRAINING, str(ROOT / "tests")], capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_without_native_bf16_auto_trains_in_fp32():
+    """ONEDNN_MAX_CPU_ISA=AVX2 (oneDNN then emulates bf16, ~10x slower: bench/) stands in for a CPU without
+    native bf16: `auto` must train the real model in fp32 there, whatever this CPU has."""
+    out = _train_with_auto({"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert out == {"bf16": False, "ran_bf16": False, "dtypes": ["torch.float32"], "steps": 2}
+
+
+def test_with_native_bf16_auto_trains_with_bf16_autocast():
+    from pairtune import hardware
+
+    if not hardware.machine("cpu").native_bf16:
+        pytest.skip("this CPU has no native bf16: " + hardware.machine("cpu").why)
+    out = _train_with_auto({})
+    assert out["bf16"] and out["ran_bf16"] and "torch.bfloat16" in out["dtypes"]
