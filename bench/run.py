@@ -26,10 +26,44 @@ ROOT = Path(__file__).resolve().parents[1]
 AUC_TOL, SPEARMAN_TOL = 0.005, 0.01
 
 
+# `--isa avx2`: every child process runs as on a CPU without AVX-512 or native bf16. oneDNN (bf16 matmuls)
+# and ATen honour these standard knobs, and pairtune.hardware reads them; MKL's (fp32 GEMMs) keeps the
+# reference's fp32 path on AVX2 as well. `_bf16_cost` checks that the slow path is really reproduced.
+ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
+_ISA: dict[str, str] = {}
+
+
 def _env() -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **_ISA)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     return env
+
+
+# Seconds of a bf16-autocast vs an fp32 MLP forward+backward (BERT's feed-forward shape, 416 tokens).
+_BF16_COST = """
+import json, time, torch
+from pairtune import hardware
+lin = torch.nn.Sequential(torch.nn.Linear(384, 1536), torch.nn.GELU(), torch.nn.Linear(1536, 384))
+x = torch.randn(416, 384, requires_grad=True)
+def run(bf16, n):
+    t = time.perf_counter()
+    for _ in range(n):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = lin(x)
+        y.float().sum().backward()
+    return (time.perf_counter() - t) / n
+run(False, 3), run(True, 3)
+fp32, bf16 = min(run(False, 10) for _ in range(3)), min(run(True, 10) for _ in range(3))
+m = hardware.machine("cpu")
+print(json.dumps({"fp32_ms": fp32 * 1e3, "bf16_ms": bf16 * 1e3, "bf16_over_fp32": bf16 / fp32,
+                  "machine": m.describe(), "cpu": m.name, "flags": list(m.flags), "native_bf16": m.native_bf16}))
+"""
+
+
+def machine_info() -> dict:
+    """The machine every figure was measured on (as the child processes see it), and what bf16 costs there."""
+    return _json_run([sys.executable, "-c", _BF16_COST]) | {"cores": os.cpu_count(), "isa_env": dict(_ISA),
+                                                          "python": platform.python_version()}
 
 
 def _json_run(cmd: list[str]) -> dict:
@@ -59,21 +93,23 @@ def _timed_peak(cmd: list[str], cwd: Path) -> tuple[float, float]:
     return time.perf_counter() - start, int(out.split()[-1]) / 1024
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+KNOBS = ("bf16", "packing", "fast_dropout", "compact_embedding")  # train.* switches: speed, not the recipe
 
 
-KNOBS = ("bf16", "packing", "fast_dropout")  # train.* switches that change speed, not the recipe
+def _load_results(path: str) -> dict:
+    """bench/results.json: one section per machine kind measured."""
+    everything = json.loads(Path(path).read_text()) if Path(path).exists() else {}
+    return everything if "machines" in everything else {"machines": {}}  # older single-machine layout
 
 
-def ablation(args: argparse.Namespace, runs: int, extra: list[str]) -> None:
-    """pairtune's training with all knobs on, then with each one off, round-robin; slowdowns vs all on."""
+def _kind(mach: dict, isa: str | None) -> str:
+    return "cpu-" + ("native-bf16" if mach["native_bf16"] else "no-native-bf16") + (f"-{isa}-restricted"
+                                                                                  if isa else "")
+
+
+def ablation(args: argparse.Namespace, runs: int, extra: list[str], mach: dict) -> None:
+    """pairtune's training at its defaults ("all on": every knob `auto`), then with each knob off in turn,
+    round-robin; slowdowns vs the defaults. A knob `auto` already left off here changes nothing."""
     from ruamel.yaml import YAML
 
     yaml = YAML(typ="safe", pure=True)
@@ -98,9 +134,11 @@ def ablation(args: argparse.Namespace, runs: int, extra: list[str]) -> None:
                     raw[mode][v].append(res)
                     print(f"run {r + 1}/{runs} {mode:4s} {v:16s} {res['wall_s']:7.1f} s  AUC {res['auc']:.4f}  "
                           f"Spearman {res['spearman']:.4f}  RSS {res['peak_rss_mb']:.0f} MB", flush=True)
-    results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    everything = _load_results(args.out)
+    results = everything["machines"].setdefault(_kind(mach, args.isa), {})
+    results["machine"] = mach
     results["ablation"] = {}
-    print()
+    print(f"\n{mach['machine']}")
     for mode, by in raw.items():
         med = {v: {k: statistics.median(x[k] for x in rs) for k in ("wall_s", "auc", "spearman", "peak_rss_mb")}
                for v, rs in by.items()}
@@ -109,7 +147,7 @@ def ablation(args: argparse.Namespace, runs: int, extra: list[str]) -> None:
                                                             for v in variants}}
         print(f"{mode}: " + ", ".join(f"{v} {med[v]['wall_s']:.1f} s (x{med[v]['wall_s'] / med['all on']['wall_s']:.2f})"
                                       for v in variants))
-    Path(args.out).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    Path(args.out).write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.out}")
 
 
@@ -126,14 +164,20 @@ def main() -> None:
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--base", default="models/base")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    ap.add_argument("--isa", choices=sorted(ISA_ENV), default=None,
+                    help="run as on a CPU without native bf16: cap oneDNN, ATen and MKL at AVX2 (see ISA_ENV)")
     args = ap.parse_args()
+    _ISA.update(ISA_ENV.get(args.isa, {}))
+    mach = machine_info()
+    print(f"machine: {mach['machine']}; bf16 autocast costs x{mach['bf16_over_fp32']:.2f} of fp32 here"
+          + (f" (restricted: {' '.join(f'{k}={v}' for k, v in _ISA.items())})" if _ISA else ""), flush=True)
     runs = 1 if args.quick else args.runs
     extra = ["--epochs", "1", "--limit", "256"] if args.quick else []
     if not (Path(args.base) / "pairtune.json").exists() and args.base == "models/base":
         subprocess.run(["dvc", "repro", "base"], cwd=ROOT, env=_env(), check=True)
 
     if args.ablation:
-        ablation(args, runs, extra)
+        ablation(args, runs, extra, mach)
         return
     raw: dict[str, dict[str, list[dict]]] = {m: {"reference": [], "pairtune": []} for m in ("full", "lora")}
     for r in range(0 if args.pipeline_only else runs):
@@ -147,10 +191,11 @@ def main() -> None:
                 print(f"run {r + 1}/{runs} {mode:4s} {who:9s} {res['wall_s']:7.1f} s  AUC {res['auc']:.4f}  "
                       f"Spearman {res['spearman']:.4f}  RSS {res['peak_rss_mb']:.0f} MB", flush=True)
 
-    results: dict = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
-                     "runs": runs, "quick": args.quick, "training": {}}
-    if args.pipeline_only and Path(args.out).exists():
-        results = json.loads(Path(args.out).read_text())
+    kind = _kind(mach, args.isa)
+    everything = _load_results(args.out)
+    results: dict = {"machine": mach, "runs": runs, "quick": args.quick, "training": {}}
+    if args.pipeline_only:
+        results = everything["machines"].get(kind, results) | {"machine": mach}
     ok = True
     for mode, by in raw.items() if not args.pipeline_only else ():
         med = {who: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for who, rs in by.items()}
@@ -173,8 +218,9 @@ def main() -> None:
                          "--metrics", f"{tmp}/e.json", "--plots", f"{tmp}/plots"], clone)
         results["pipeline"] = {"end_to_end_repro_s": e2e, "noop_repro_s": noop, "evaluate_stage_s": ev,
                                "peak_stage_rss_mb": peak}
-    Path(args.out).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    print()
+    everything["machines"][kind] = results
+    Path(args.out).write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
+    print(f"\n{kind}: {mach['machine']}")
     for mode, r in results["training"].items():
         m = r["median"]
         print(f"{mode:4s}: reference {m['reference']['wall_s']:.1f} s, pairtune {m['pairtune']['wall_s']:.1f} s "

@@ -32,11 +32,16 @@ def test_bench_quick_writes_results(tmp_path, monkeypatch):
     base_stage.main(["--dev", "data/prepared/dev.jsonl", "--out", "models/base"])
     out = tmp_path / "results.json"
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(ROOT / "bench/run.py"), "--quick", "--data", "data/prepared",
-                           "--base", "models/base", "--out", str(out)], cwd=tmp_path, env=env,
+    # --isa avx2: as on a CPU without native bf16, whatever this one has
+    proc = subprocess.run([sys.executable, str(ROOT / "bench/run.py"), "--quick", "--isa", "avx2", "--data",
+                           "data/prepared", "--base", "models/base", "--out", str(out)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    res = json.loads(out.read_text())
+    res = json.loads(out.read_text())["machines"]["cpu-no-native-bf16-avx2-restricted"]
+    mach = res["machine"]
+    assert not mach["native_bf16"] and mach["cpu"] and mach["bf16_over_fp32"] > 0
+    assert mach["isa_env"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert mach["machine"] in proc.stdout  # the CPU and its flags are printed beside the figures
     for mode in ("full", "lora"):
         r = res["training"][mode]
         assert r["median"]["reference"]["steps"] == r["median"]["pairtune"]["steps"] == 16
