@@ -135,8 +135,38 @@ def test_guard_refuses_renamed_keys(trained, tmp_path):
 
 def test_guard_refuses_zero_b(trained, tmp_path):
     folder = _broken(trained, tmp_path, lambda w: {k: torch.zeros_like(v) if "lora_B" in k else v for k, v in w.items()})
-    with pytest.raises(models.GuardError, match="LoRA B matrices are all zeros"):
+    with pytest.raises(models.GuardError, match="all 4 LoRA B matrices are zeros; the adapter is a no-op"):
         models.load_model(folder)
+
+
+def test_guard_names_modules_that_got_no_update(trained, tmp_path):
+    """Some B matrices zero, not all: the adapter is not a no-op, but those modules are named."""
+    folder = _broken(trained, tmp_path, lambda w: {k: torch.zeros_like(v) if "0.attention.self.value.lora_B" in k
+                                                   else v for k, v in w.items()})
+    with pytest.raises(models.GuardError, match=r"1 of 4 adapted modules got no update in training "
+                                                r"\(encoder.layer.0.attention.self.value\)"):
+        models.load_model(folder)
+
+
+def test_all_linear_targets_train_and_load(trained, tmp_path):
+    """Regression: [query, key, value, dense] also matched BERT's pooler.dense, which mean pooling never uses;
+    its B stayed zero and the guard called the whole trained adapter a no-op."""
+    from dataclasses import replace
+
+    from pairtune import params as P
+    from pairtune.training import train_mode
+
+    p = P.load(trained / "params.yaml")
+    p = replace(p, train=replace(p.train, lora=replace(p.train.lora, target_modules=("query", "key", "value",
+                                                                                     "dense"))))
+    out = tmp_path / "all-linear"
+    out.mkdir()
+    train_mode("lora", p, read_prepared(trained / "data/prepared/train.jsonl"),
+               read_prepared(trained / "data/prepared/dev.jsonl"), True, str(trained / "models/base"), out, None)
+    keys = load_file(str(out / "adapter_model.safetensors"))
+    assert not [k for k in keys if "pooler" in k]
+    assert len([k for k in keys if "lora_B" in k]) == 2 * (4 + 2)  # 2 layers x (q, k, v, attn out, ffn in/out)
+    models.load_model(out)
 
 
 def test_guard_refuses_weights_that_do_not_reproduce_the_probe(trained, tmp_path):

@@ -88,13 +88,24 @@ def test_malformed_json(files, capsys):
     _assert_failed(capsys, workdir, "data/raw/dev.jsonl:3: malformed JSON")
 
 
+def test_malformed_json_says_at_once(files, capsys):
+    """Regression: "Invalid control character at at column 21" (json's message already ends in "at")."""
+    workdir, _ = files
+    p = workdir / "data/raw/dev.jsonl"
+    lines = p.read_text().splitlines()
+    lines[1] = '{"text_1": "tab\there", "text_2": "x", "label": 1}'
+    p.write_text("\n".join(lines) + "\n")
+    _assert_failed(capsys, workdir, "data/raw/dev.jsonl:2: malformed JSON (Invalid control character at column 16)")
+
+
 @pytest.mark.parametrize(("field", "value", "needle"), [
     ("text_2", None, "missing field 'text_2'"),
     ("text_1", "   ", "field 'text_1' is empty or not text"),
     ("label", "yes", "label 'yes' is not a number"),
     ("label", float("nan"), "label is nan"),
     ("label", 3, "label 3 is outside [0, 1]"),
-    ("label", True, "label True is not a number"),
+    ("label", True, "label true is not a number"),
+    ("label", "JSON null", "label null is not a number"),  # JSON's words, not Python's "None"
 ])
 def test_bad_records(files, capsys, field, value, needle):
     workdir, _ = files
@@ -102,7 +113,7 @@ def test_bad_records(files, capsys, field, value, needle):
     if value is None:
         del recs[4][field]
     else:
-        recs[4][field] = value
+        recs[4][field] = None if value == "JSON null" else value
     (workdir / "data/raw/train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     _assert_failed(capsys, workdir, f"data/raw/train.jsonl:5: {needle}")
 

@@ -48,7 +48,9 @@ def _rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as err:
-                raise PairtuneError(f"{path}:{n}: malformed JSON ({err.msg} at column {err.colno})") from None
+                # json's messages for some errors end in " at" ("Invalid control character at")
+                msg = err.msg.removesuffix(" at")
+                raise PairtuneError(f"{path}:{n}: malformed JSON ({msg} at column {err.colno})") from None
             if not isinstance(rec, dict):
                 raise PairtuneError(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}")
             out.append((n, rec))
@@ -69,16 +71,21 @@ def _rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     raise PairtuneError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .csv or .tsv")
 
 
+def _shown(v: Any) -> str:
+    """A value as the file wrote it: quoted text, or JSON's own literals (null, true, [1])."""
+    return repr(v) if isinstance(v, str) else json.dumps(v)
+
+
 def _label(path: Path, n: int, v: Any, cfg: Data) -> float:
     if isinstance(v, bool) or v is None:
-        raise PairtuneError(f"{path}:{n}: label {v!r} is not a number")
+        raise PairtuneError(f"{path}:{n}: label {_shown(v)} is not a number")
     if isinstance(v, str):
         try:
             v = float(v.strip())
         except ValueError:
-            raise PairtuneError(f"{path}:{n}: label {v!r} is not a number") from None
+            raise PairtuneError(f"{path}:{n}: label {_shown(v)} is not a number") from None
     if not isinstance(v, (int, float)):
-        raise PairtuneError(f"{path}:{n}: label {v!r} is not a number")
+        raise PairtuneError(f"{path}:{n}: label {_shown(v)} is not a number")
     if math.isnan(v) or math.isinf(v):
         raise PairtuneError(f"{path}:{n}: label is {v}, expected a finite number")
     if not cfg.label_min <= v <= cfg.label_max:

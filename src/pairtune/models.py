@@ -129,13 +129,30 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         raise GuardError(f"{path}: missing; {folder} is not a model folder written by pairtune") from None
 
 
+# sentence-transformers' Transformer module passes only the token embeddings on: a transformers pooler
+# (BERT's `pooler.dense`, which a "dense" target also matches) never reaches the sentence embedding, so an
+# adapter there gets no gradient and stays a no-op.
+UNUSED_MODULES = r"(.*\.)?pooler(\..*)?"
+
+
 def add_lora(model: SentenceTransformer, cfg: LoraMode, seed: int) -> None:
-    """Wrap the transformer in a fresh LoRA adapter; only adapter weights stay trainable."""
+    """Wrap the transformer in a fresh LoRA adapter; only adapter weights stay trainable.
+
+    Modules the sentence embedding never uses (UNUSED_MODULES) get no adapter, whatever the targets match.
+    """
+    import re
+
     import torch
     from peft import LoraConfig, get_peft_model
 
+    unused = [n for n, _ in model[0].model.named_modules() if re.fullmatch(UNUSED_MODULES, n)]
+    skipped = [n for n in unused if any(n == t or n.endswith("." + t) for t in cfg.target_modules)]
+    if skipped:
+        log.info("train.lora.target_modules also match %s, which the sentence embedding never uses: "
+                 "no adapter there", ", ".join(skipped))
     lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      target_modules=list(cfg.target_modules), bias="none")
+                      target_modules=list(cfg.target_modules), bias="none",
+                      exclude_modules=UNUSED_MODULES if unused else None)
     torch.manual_seed(seed)  # LoRA A matrices are drawn from the global RNG right here
     try:
         model[0].model = get_peft_model(model[0].model, lora)  # `auto_model` is read-only in ST v6
@@ -204,10 +221,16 @@ def _attach_adapter(base: SentenceTransformer, folder: Path) -> None:
         first = (missing or unexpected)[0]
         raise GuardError(f"{weights}: adapter keys do not match the model ({len(missing)} missing, "
                          f"{len(unexpected)} unexpected, e.g. {first!r})")
-    zero_b = [k for k, v in saved.items() if "lora_B" in k and not torch.any(v != 0)]
+    b_keys = [k for k in saved if "lora_B" in k]
+    zero_b = [k for k in b_keys if not torch.any(saved[k] != 0)]
+    if zero_b and len(zero_b) == len(b_keys):
+        raise GuardError(f"{weights}: all {len(b_keys)} LoRA B matrices are zeros; the adapter is a no-op "
+                         "(training had no effect or its weights were dropped)")
     if zero_b:
-        raise GuardError(f"{weights}: {len(zero_b)} LoRA B matrices are all zeros (e.g. {zero_b[0]!r}); "
-                         "the adapter is a no-op")
+        names = ", ".join(k.removeprefix("base_model.model.").removesuffix(".lora_B.weight") for k in zero_b)
+        raise GuardError(f"{weights}: {len(zero_b)} of {len(b_keys)} adapted modules got no update in training "
+                         f"({names}): they do not take part in the embedding; drop them from "
+                         "train.lora.target_modules")
     result = set_peft_model_state_dict(peft_model, saved)
     if getattr(result, "unexpected_keys", None):
         raise GuardError(f"{weights}: PEFT rejected keys, e.g. {result.unexpected_keys[0]!r}")
