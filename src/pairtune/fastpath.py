@@ -227,7 +227,6 @@ def _compact_embedding_class() -> type:
             remap = torch.full((full.num_embeddings,), -1, dtype=torch.long, device=rows.device)
             remap[rows] = torch.arange(rows.numel(), device=rows.device)
             self.register_buffer("remap", remap, persistent=False)
-            self.register_buffer("ids", rows, persistent=False)
 
         def forward(self, ids: torch.Tensor) -> torch.Tensor:
             pos = self.remap[ids]

@@ -1,14 +1,18 @@
 """Hardware decisions in one place: what this machine runs fast, and what the `auto` speed knobs become.
 
 `train.bf16`, `train.packing`, `train.fast_dropout` and `train.compact_embedding` take true, false or auto.
-`auto` turns a knob on only where bench/ measured it faster at equal eval quality on that kind of hardware:
+`auto` turns a speed knob on only where bench/ measured it faster at equal eval quality on that kind of
+hardware (README, Performance; x = slowdown with the knob off):
 
 | knob | CPU with native bf16 | CPU without (AVX2 only, or restricted) | CUDA |
 |---|---|---|---|
-| bf16 | on (x1.4 faster) | off: autocast is emulated, ~10x *slower* | off (fp16 autocast was slower on an H100) |
-| packing | on | on | off (not measured on a GPU yet) |
-| fast_dropout | on | on | off (CUDA's RNG is cheap; CPU-only code) |
+| bf16 | on (x1.4) | off: autocast is emulated, x24 slower than fp32 | off (fp16 autocast was slower on an H100) |
+| packing | on (x1.5-1.7) | on (x1.4-1.6) | off (not measured on a GPU yet) |
+| fast_dropout | on (x1.1-1.3) | on (x1.0-1.2) | off (CUDA's RNG is cheap; CPU-only code) |
 | compact_embedding | on | on | off (not measured on a GPU yet) |
+
+compact_embedding is the exception: exact, and lighter (~110 MB less peak RSS), but its speed gain did not
+show beyond noise in the 372-step ablation; it is on for that, not for speed.
 
 "Native bf16" means the CPU has AVX512_BF16 or AMX-BF16 *and* the libraries torch uses will run them: the
 standard knobs that cap the instruction set, `ONEDNN_MAX_CPU_ISA` (oneDNN, which runs bf16 matmuls) and
