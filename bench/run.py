@@ -5,7 +5,8 @@ round), then times an end-to-end `dvc repro` from a clean clone, a no-op `dvc re
 stage. Prints a table and writes bench/results.json with medians, ratios and the quality check
 (eval AUC within 0.005 and Spearman within 0.01 of the reference).
 Run: make bench            (or: python bench/run.py --quick   for a smoke run;
-     python bench/run.py --ablation   for the cost of turning each speed knob off)
+     python bench/run.py --ablation   for the cost of turning each speed knob off;
+     python bench/run.py --inference  for PyTorch vs ONNX fp32 vs ONNX int8 serving an export folder)
 """
 
 from __future__ import annotations
@@ -151,6 +152,25 @@ def ablation(args: argparse.Namespace, runs: int, extra: list[str], mach: dict) 
     print(f"wrote {args.out}")
 
 
+def inference(args: argparse.Namespace, mach: dict) -> None:
+    """bench/infer.py on an export folder: texts/s at batch 64 and single-text latency, three backends."""
+    res = _json_run([sys.executable, "bench/infer.py", "--model", args.export, "--data", args.data,
+                     "--rounds", str(1 if args.quick else 5)])
+    everything = _load_results(args.out)
+    results = everything["machines"].setdefault(_kind(mach, args.isa), {})
+    results["machine"] = mach
+    results["inference"] = res
+    print(f"\n{_kind(mach, args.isa)}: {mach['machine']}; {res['texts']} texts, {res['rounds']} rounds, "
+          f"{args.export}")
+    base = res["backends"]["torch_fp32"]
+    for name, b in res["backends"].items():
+        print(f"{name:10s} {b['texts_per_s']:7.0f} texts/s at batch 64 (x{b['texts_per_s'] / base['texts_per_s']:.2f})"
+              f"   single text p50 {b['latency_ms_p50']:6.2f} ms, p90 {b['latency_ms_p90']:6.2f} ms"
+              f"   {b['bytes'] / 1e6:6.1f} MB")
+    Path(args.out).write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -161,6 +181,10 @@ def main() -> None:
     ap.add_argument("--ablation", action="store_true",
                     help="only pairtune's training with each speed knob of params.yaml turned off in turn, "
                          "alternating, --runs runs each; other sections of --out are kept")
+    ap.add_argument("--inference", action="store_true",
+                    help="only the inference benchmark of --export (PyTorch vs ONNX fp32 vs int8); other "
+                         "sections of --out are kept")
+    ap.add_argument("--export", default="models/export/lora", help="export folder for --inference")
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--base", default="models/base")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
@@ -173,6 +197,11 @@ def main() -> None:
           + (f" (restricted: {' '.join(f'{k}={v}' for k, v in _ISA.items())})" if _ISA else ""), flush=True)
     runs = 1 if args.quick else args.runs
     extra = ["--epochs", "1", "--limit", "256"] if args.quick else []
+    if args.inference:
+        if not (Path(args.export) / "onnx" / "model_qint8.onnx").exists():
+            subprocess.run(["dvc", "repro", f"export@{Path(args.export).name}"], cwd=ROOT, env=_env(), check=True)
+        inference(args, mach)
+        return
     if not (Path(args.base) / "pairtune.json").exists() and args.base == "models/base":
         subprocess.run(["dvc", "repro", "base"], cwd=ROOT, env=_env(), check=True)
 

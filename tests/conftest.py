@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import sys
@@ -66,6 +67,9 @@ TINY_PARAMS = {
     "evaluate": {"batch_size": 64, "bootstrap": 50, "confidence": 0.95, "recall_target": 0.9, "worst_fp": 5, "cluster": True,
                  "umap_neighbors": 5, "umap_min_dist": 0.1, "hdbscan_min_cluster": 5, "hdbscan_min_samples": 2},
     "report": {"worst_fp": 3},
+    # a random 32-wide BERT: int8 keeps its ranking only roughly; int8 quality is tested on the real model
+    "export": {"opset": 18, "int8_per_channel": True, "embed_atol": 1e-5, "onnx_atol": 1e-4, "int8_auc_tol": 0.2,
+               "int8_spearman_tol": 0.2, "positive_label": "compatible", "negative_label": "incompatible"},
 }
 
 
@@ -91,3 +95,28 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_model_dir):
+    """generate -> prepare -> base -> train@full, train@lora on tiny params, in a temp folder (shared)."""
+    import base as base_stage
+    import generate as generate_stage
+    import prepare as prepare_stage
+    import train as train_stage
+
+    root = tmp_path_factory.mktemp("trained")
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["base"]["model"] = str(tiny_model_dir)
+    write_params(root / "params.yaml", params)
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        generate_stage.main(["--out", "data/raw/generated", "--summary", "metrics/generate.json"])
+        prepare_stage.main(["--out", "data/prepared", "--summary", "metrics/prepare.json"])
+        base_stage.main(["--dev", "data/prepared/dev.jsonl", "--out", "models/base"])
+        for mode in ("full", "lora"):
+            train_stage.main(["--mode", mode, "--data", "data/prepared", "--base", "models/base", "--out",
+                              f"models/{mode}", "--metrics", f"metrics/train_{mode}.json", "--live", f"dvclive/train_{mode}"])
+    finally:
+        os.chdir(old)
+    return root

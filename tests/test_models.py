@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
-import base as base_stage
-import generate as generate_stage
 import numpy as np
-import prepare as prepare_stage
 import pytest
 import torch
 import train as train_stage
@@ -17,28 +13,6 @@ from safetensors.torch import load_file, save_file
 
 from pairtune import models
 from pairtune.data import read_prepared
-from conftest import TINY_PARAMS, write_params
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_model_dir):
-    """generate -> prepare -> base -> train@full, train@lora on tiny params, in a temp folder."""
-    root = tmp_path_factory.mktemp("trained")
-    params = json.loads(json.dumps(TINY_PARAMS))
-    params["base"]["model"] = str(tiny_model_dir)
-    write_params(root / "params.yaml", params)
-    old = os.getcwd()
-    os.chdir(root)
-    try:
-        generate_stage.main(["--out", "data/raw/generated", "--summary", "metrics/generate.json"])
-        prepare_stage.main(["--out", "data/prepared", "--summary", "metrics/prepare.json"])
-        base_stage.main(["--dev", "data/prepared/dev.jsonl", "--out", "models/base"])
-        for mode in ("full", "lora"):
-            train_stage.main(["--mode", mode, "--data", "data/prepared", "--base", "models/base", "--out",
-                              f"models/{mode}", "--metrics", f"metrics/train_{mode}.json", "--live", f"dvclive/train_{mode}"])
-    finally:
-        os.chdir(old)
-    return root
 
 
 def _texts(root):

@@ -23,7 +23,8 @@ from ruamel.yaml import YAML
 from conftest import ROOT, TINY_PARAMS, write_params
 
 pytestmark = pytest.mark.pipeline
-METRICS = ("evaluate_base", "evaluate_full", "evaluate_lora", "report", "prepare", "generate")
+METRICS = ("evaluate_base", "evaluate_full", "evaluate_lora", "export_full", "export_lora", "report", "prepare",
+           "generate")
 
 
 def _env() -> dict[str, str]:
@@ -71,6 +72,9 @@ def would_run(repo: Path) -> set[str]:
     return out
 
 
+LORA_CHAIN = {"train@lora", "evaluate@lora", "export@lora", "report"}  # what a LoRA param change reruns
+
+
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
@@ -99,7 +103,7 @@ def repo(tmp_path_factory, tiny_model_dir):
     sh(repo, "dvc", "remote", "add", "-d", "local", str(root / "remote"))
     proc = sh(repo, "dvc", "repro")
     assert ran(proc) == {"generate", "prepare", "base", "train@full", "train@lora", "evaluate@base",
-                         "evaluate@full", "evaluate@lora", "report"}
+                         "evaluate@full", "evaluate@lora", "export@full", "export@lora", "report"}
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "baseline")
     return repo
@@ -134,12 +138,15 @@ def _with_param(repo: Path, dotted: str, value) -> set[str]:
 
 
 def test_2_minimal_reruns(repo):
-    assert _with_param(repo, "train.lora.r", 2) == {"train@lora", "evaluate@lora", "report"}
-    assert _with_param(repo, "train.full.lr", 5e-4) == {"train@full", "evaluate@full", "report"}
-    assert _with_param(repo, "evaluate.bootstrap", 40) == {"evaluate@base", "evaluate@full", "evaluate@lora", "report"}
+    assert _with_param(repo, "train.lora.r", 2) == LORA_CHAIN
+    assert _with_param(repo, "train.full.lr", 5e-4) == {"train@full", "evaluate@full", "export@full", "report"}
+    # the model cards quote the eval intervals: a new bootstrap re-exports (ONNX bytes come out identical)
+    assert _with_param(repo, "evaluate.bootstrap", 40) == {"evaluate@base", "evaluate@full", "evaluate@lora",
+                                                           "export@full", "export@lora", "report"}
     assert _with_param(repo, "report.worst_fp", 2) == {"report"}
+    assert _with_param(repo, "export.int8_auc_tol", 0.3) == {"export@full", "export@lora"}
     everything = {"generate", "prepare", "base", "train@full", "train@lora", "evaluate@base", "evaluate@full",
-                  "evaluate@lora", "report"}
+                  "evaluate@lora", "export@full", "export@lora", "report"}
     assert _with_param(repo, "generate.n_train", 170) == everything
     assert would_run(repo) == set()
 
@@ -152,11 +159,11 @@ def test_2b_a_reverted_param_restores_from_the_run_cache(repo, baseline):
     data = YAML(typ="safe").load(original)
     data["train"]["lora"]["lr"] = 5e-3
     write_params(repo / "params.yaml", data)
-    assert ran(sh(repo, "dvc", "repro")) == {"train@lora", "evaluate@lora", "report"}
+    assert ran(sh(repo, "dvc", "repro")) == LORA_CHAIN
     (repo / "params.yaml").write_bytes(original)
     back = sh(repo, "dvc", "repro")
     assert ran(back) == set()
-    assert restored(back) == {"train@lora", "evaluate@lora", "report"}
+    assert restored(back) == LORA_CHAIN
     assert md5(repo / "models/lora/adapter_model.safetensors") == adapter
     assert (repo / "metrics/train_lora.json").read_bytes() == train_metrics  # the wall time too: not retrained
     assert snapshot(repo) == baseline
@@ -165,7 +172,7 @@ def test_2b_a_reverted_param_restores_from_the_run_cache(repo, baseline):
 
 def test_3_experiment_and_show(repo):
     proc = sh(repo, "dvc", "exp", "run", "-n", "r8", "-S", "train.lora.r=8")
-    assert ran(proc) == {"train@lora", "evaluate@lora", "report"}
+    assert ran(proc) == LORA_CHAIN
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--only-changed", "--json").stdout)
     text = json.dumps(shown)
     assert '"r": 8' in text and '"r": 4' in text

@@ -63,6 +63,8 @@ def _rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
             for rec in reader:
                 if None in rec:
                     raise PairtuneError(f"{path}:{start}: more fields than the header has")
+                if None in rec.values():
+                    raise PairtuneError(f"{path}:{start}: fewer fields than the header has")
                 out.append((start, rec))
                 start = reader.line_num + 1
         except csv.Error as err:
@@ -94,8 +96,11 @@ def _label(path: Path, n: int, v: Any, cfg: Data) -> float:
     return (float(v) - cfg.label_min) / (cfg.label_max - cfg.label_min)
 
 
-def read_pairs(path: str | Path, cfg: Data) -> list[Pair]:
-    """Read one pair file into normalised records (label scaled to [0, 1])."""
+def read_pairs(path: str | Path, cfg: Data, need_label: bool = True) -> list[Pair]:
+    """Read one pair file into normalised records (label scaled to [0, 1]).
+
+    With `need_label` False (scoring unlabelled pairs) a row may lack the label field: its label is None.
+    """
     path = Path(path)
     rows = _rows(path, _decode(path))
     if not rows:
@@ -104,7 +109,7 @@ def read_pairs(path: str | Path, cfg: Data) -> list[Pair]:
     out = []
     for n, rec in rows:
         for field in renames:
-            if field not in rec:
+            if field not in rec and (need_label or field != cfg.label):
                 raise PairtuneError(f"{path}:{n}: missing field {field!r}")
         pair = {k: v for k, v in rec.items() if k not in renames}
         for field, name in renames.items():
@@ -114,11 +119,33 @@ def read_pairs(path: str | Path, cfg: Data) -> list[Pair]:
             if not isinstance(value, str) or not value.strip():
                 raise PairtuneError(f"{path}:{n}: field {field!r} is empty or not text")
             pair[name] = value.strip()
-        pair["label"] = _label(path, n, rec[cfg.label], cfg)
+        pair["label"] = _label(path, n, rec[cfg.label], cfg) if cfg.label in rec else None
         pair["category"] = str(rec.get("category") or "none")
         pair["pair_type"] = str(rec.get("pair_type") or "none")
         pair["_src"] = f"{path}:{n}"
         out.append(pair)
+    return out
+
+
+def read_texts(path: str | Path, field: str) -> list[str]:
+    """Texts to embed: a .txt file (one a line), or the `field` of each row of a .jsonl/.csv/.tsv file."""
+    path = Path(path)
+    text = _decode(path)
+    if path.suffix.lower() == ".txt":
+        rows = [(n, {field: line}) for n, line in enumerate(text.splitlines(), 1)]
+    else:
+        rows = _rows(path, text)
+    out = []
+    for n, rec in rows:
+        if field not in rec:
+            raise PairtuneError(f"{path}:{n}: missing field {field!r}")
+        value = rec[field]
+        if not isinstance(value, str) or not value.strip():
+            raise PairtuneError(f"{path}:{n}: {'line' if path.suffix.lower() == '.txt' else f'field {field!r}'} "
+                                "is empty or not text")
+        out.append(value.strip())
+    if not out:
+        raise PairtuneError(f"{path}: no texts in file")
     return out
 
 

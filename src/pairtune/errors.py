@@ -23,5 +23,5 @@ def run_stage(main: Callable[[], None]) -> None:
 def setup_logging() -> None:
     """Configure stage logging once: level, format, and quieter third-party loggers."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "urllib3", "numba", "matplotlib", "filelock"):
+    for noisy in ("httpx", "urllib3", "numba", "matplotlib", "filelock", "onnx_ir", "onnxscript"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

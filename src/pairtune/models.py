@@ -249,7 +249,7 @@ def load_model(folder: str | Path, device: str = "cpu") -> SentenceTransformer:
     mode = manifest["mode"]
     if mode == "base":
         model = load_base(manifest["base_model"], PROBE_DEVICE)
-    elif mode == "full":
+    elif mode in ("full", "export"):  # an export folder is a standalone SentenceTransformer folder
         model = load_st(str(folder), PROBE_DEVICE)
     elif mode == "lora":
         model = load_base(manifest["base_model"], PROBE_DEVICE)

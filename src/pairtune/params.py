@@ -106,6 +106,18 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Export:
+    opset: int  # ONNX opset of torch's exporter
+    int8_per_channel: bool  # dynamic int8 scales per output channel (else one per tensor)
+    embed_atol: float  # standalone folder vs the pipeline's embeddings: largest |delta| allowed
+    onnx_atol: float  # ONNX fp32 vs PyTorch cosines: largest |delta| allowed
+    int8_auc_tol: float  # int8 vs fp32 ONNX eval AUC: largest |delta| allowed
+    int8_spearman_tol: float  # int8 vs fp32 ONNX eval Spearman: largest |delta| allowed
+    positive_label: str  # what `pairtune score` prints at or above the threshold
+    negative_label: str  # ... and below it
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int
     generate: Generate
@@ -115,6 +127,7 @@ class Params:
     train: Train
     evaluate: Evaluate
     report: Report
+    export: Export
 
 
 def load(path: str | Path = "params.yaml") -> Params:

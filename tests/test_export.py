@@ -1,0 +1,276 @@
+"""The export stage and the `pairtune` command, on the tiny model (one slow test on the real one)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pairtune import cli, export, models
+from conftest import write_params
+
+ORDER = ("standalone_max_abs", "onnx_cosine_max_abs", "int8_auc_delta", "int8_spearman_delta")
+
+
+def _run_export(root: Path, mode: str, out: str, metrics: str, params: str = "params.yaml") -> None:
+    import export as export_stage  # stages/export.py
+
+    evaluate = root / f"metrics/evaluate_card_{mode}.json"
+    evaluate.write_text(json.dumps({"auc": 0.9, "auc_ci_low": 0.85, "auc_ci_high": 0.95, "spearman": 0.7}))
+    export_stage.main(["--model", str(root / f"models/{mode}"), "--data", str(root / "data/prepared"),
+                       "--evaluate", str(evaluate), "--out", str(root / out), "--metrics", str(root / metrics),
+                       "--params", str(root / params)])
+
+
+@pytest.fixture(scope="module")
+def exported(trained):
+    """models/export/{full,lora} and metrics/export_*.json in the shared tiny training folder."""
+    for mode in ("full", "lora"):
+        _run_export(trained, mode, f"models/export/{mode}", f"metrics/export_{mode}.json")
+    return trained
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_export_folder_has_every_artefact_and_records_parity(exported, mode):
+    folder = exported / f"models/export/{mode}"
+    for name in ("model.safetensors", "modules.json", "tokenizer.json", export.ONNX_FP32, export.ONNX_INT8,
+                 export.SPEC, "README.md", models.MANIFEST, models.PROBE):
+        assert (folder / name).is_file(), name
+    assert not (folder / models.ADAPTER_WEIGHTS).exists()  # LoRA is merged, not shipped as an adapter
+    manifest = json.loads((folder / models.MANIFEST).read_text())
+    assert manifest["mode"] == "export" and manifest["source_mode"] == mode
+    m = json.loads((exported / f"metrics/export_{mode}.json").read_text())
+    assert m["threshold"] == manifest["threshold"] and m["threshold_int8"] == manifest["threshold_int8"]
+    assert m["standalone_max_abs"] <= 1e-5 and m["onnx_cosine_max_abs"] <= 1e-4
+    assert m["bytes_int8"] < m["bytes_onnx"]
+    card = (folder / "README.md").read_text()
+    assert f"pairtune export: {mode}" in card and "0.9000 [0.8500, 0.9500]" in card and str(exported) not in card
+
+
+@pytest.fixture(scope="module")
+def site_without_pairtune_or_peft(tmp_path_factory) -> Path:
+    """A site-packages view with every installed package but pairtune and peft (links, no copies)."""
+    site = Path(next(p for p in sys.path if p.endswith("site-packages")))
+    view = tmp_path_factory.mktemp("site")
+    for entry in site.iterdir():
+        name = entry.name.lower()
+        if "pairtune" in name or name.startswith("peft") or entry.suffix == ".pth":
+            continue
+        (view / entry.name).symlink_to(entry)
+    return view
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_standalone_folder_loads_without_pairtune_or_peft(exported, mode, site_without_pairtune_or_peft):
+    """Plain `SentenceTransformer(path)` in a Python where pairtune and peft are not installed."""
+    folder = exported / f"models/export/{mode}"
+    code = f"""
+import importlib.util, json
+import numpy as np
+assert importlib.util.find_spec("peft") is None and importlib.util.find_spec("pairtune") is None
+from sentence_transformers import SentenceTransformer
+m = SentenceTransformer({str(folder)!r}, device="cpu")
+texts = json.load(open({str(folder / models.PROBE_TEXTS)!r}))
+emb = m.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+print(float(np.max(np.abs(emb - np.load({str(folder / models.PROBE)!r})))))
+"""
+    # -S: no site-packages (and no .pth hooks such as pairtune's editable install); PYTHONPATH: the view
+    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=False, timeout=180,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+                               "PYTHONPATH": str(site_without_pairtune_or_peft)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.strip().splitlines()[-1]) <= 1e-5
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_onnx_fp32_matches_the_pipeline_model(exported, mode):
+    folder = exported / f"models/export/{mode}"
+    texts = json.loads((folder / models.PROBE_TEXTS).read_text())
+    stored = np.load(folder / models.PROBE)
+    onnx = export.OnnxEncoder.load(folder).encode(texts, batch_size=5)  # odd batch: padding differs per batch
+    assert np.max(np.abs(onnx - stored)) <= 1e-5
+    int8 = export.OnnxEncoder.load(folder, export.ONNX_INT8).encode(texts)
+    assert 0 < np.max(np.abs(int8 - stored)) < 0.5  # quantised: close, not equal
+
+
+def test_export_is_byte_identical_on_a_rerun(exported):
+    _run_export(exported, "lora", "models/export_again/lora", "metrics/export_again.json")
+    assert _digests(exported / "models/export_again/lora") == _digests(exported / "models/export/lora")
+    assert (exported / "metrics/export_again.json").read_bytes() == (exported / "metrics/export_lora.json").read_bytes()
+
+
+def test_a_parity_gap_fails_the_stage_and_writes_nothing(exported, capsys):
+    params = json.loads(json.dumps(__import__("conftest").TINY_PARAMS))
+    params["base"]["model"] = "unused"
+    params["export"]["onnx_atol"] = 0.0
+    params["export"]["embed_atol"] = -1.0  # never met: the standalone gap is >= 0
+    write_params(exported / "strict.yaml", params)
+    with pytest.raises(SystemExit) as exc:
+        from pairtune.errors import run_stage
+
+        run_stage(lambda: _run_export(exported, "full", "models/strict/full", "metrics/strict.json", "strict.yaml"))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: export parity failed: standalone_max_abs 0 > -1")
+    assert not (exported / "models/strict/full").exists() and not (exported / "metrics/strict.json").exists()
+    assert not list((exported / "models/strict").glob(".*.tmp"))
+
+
+def test_the_export_passes_the_guard_and_a_tampered_one_does_not(exported, tmp_path):
+    models.load_model(exported / "models/export/lora")
+    bad = tmp_path / "bad"
+    shutil.copytree(exported / "models/export/lora", bad)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(bad / "model.safetensors"))
+    key = next(k for k in weights if "query.weight" in k)
+    weights[key] = weights[key] * 0.5
+    save_file(weights, str(bad / "model.safetensors"))
+    with pytest.raises(models.GuardError, match="does not reproduce its stored probe"):
+        models.load_model(bad)
+
+
+# --- the `pairtune` command ---------------------------------------------------------------------------------
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_score_two_texts_prints_cosine_and_decision(exported, capsys):
+    folder = str(exported / "models/export/lora")
+    manifest = json.loads((Path(folder) / models.MANIFEST).read_text())
+    code, out, _ = _cli(capsys, "score", folder, "i smoke every day .", "i would never date a smoker .")
+    assert code == 0
+    cos = float(out.split()[1])
+    want = "compatible" if cos >= manifest["threshold"] else "incompatible"
+    assert out.startswith("cosine ") and f"-> {want} (threshold {manifest['threshold']:.4f}, onnx)" in out
+    code, out, _ = _cli(capsys, "score", folder, "i smoke every day .", "i would never date a smoker .",
+                        "--backend", "torch")
+    assert code == 0 and abs(float(out.split()[1]) - cos) <= 1e-4 and "torch" in out
+    code, out, _ = _cli(capsys, "score", folder, "a", "b", "--backend", "int8")
+    assert f"threshold {manifest['threshold_int8']:.4f}, int8" in out
+    code, out, _ = _cli(capsys, "score", str(exported / "models/lora"), "a", "b")
+    assert code == 0 and "no decision" in out  # a pipeline folder has no dev threshold
+    code, out, _ = _cli(capsys, "score", str(exported / "models/lora"), "a", "b", "--threshold", "-1")
+    assert code == 0 and "-> positive" in out
+
+
+def test_score_a_pair_file(exported, capsys, tmp_path):
+    folder = str(exported / "models/export/full")
+    pairs = exported / "data/prepared/eval.jsonl"
+    code, out, err = _cli(capsys, "score", folder, "--pairs", str(pairs))
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    n = len(pairs.read_text().splitlines())
+    assert len(rows) == n and {"text_1", "text_2", "cosine", "decision", "label"} <= set(rows[0])
+    assert f"{n} pairs scored (onnx); AUC" in err
+    csv_out = tmp_path / "scores.csv"
+    code, _, _ = _cli(capsys, "score", folder, "--pairs", str(pairs), "--out", str(csv_out), "--backend", "torch")
+    lines = csv_out.read_text().splitlines()
+    assert code == 0 and lines[0] == "text_1,text_2,cosine,decision,label" and len(lines) == n + 1
+    torch_cos = [float(line.rsplit(",", 3)[1]) for line in lines[1:]]
+    assert np.max(np.abs(np.array(torch_cos) - [r["cosine"] for r in rows])) <= 1e-4
+    unlabelled = tmp_path / "u.tsv"
+    unlabelled.write_text("a\tb\ni like dogs .\ti love dogs .\n")
+    code, out, err = _cli(capsys, "score", folder, "--pairs", str(unlabelled), "--text-1", "a", "--text-2", "b",
+                          "--format", "tsv")
+    assert code == 0 and out.splitlines()[0] == "text_1\ttext_2\tcosine\tdecision" and "AUC" not in err
+
+
+def test_embed_writes_a_matrix(exported, capsys, tmp_path):
+    folder = exported / "models/export/lora"
+    texts = json.loads((folder / models.PROBE_TEXTS).read_text())
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(texts) + "\n")
+    out = tmp_path / "emb.npy"
+    code, _, err = _cli(capsys, "embed", str(folder), "--texts", str(src), "--out", str(out))
+    assert code == 0 and f"{len(texts)} texts" in err
+    assert np.max(np.abs(np.load(out) - np.load(folder / models.PROBE))) <= 1e-5
+    jsonl = tmp_path / "texts.jsonl"
+    jsonl.write_text("".join(json.dumps({"sentence": t}) + "\n" for t in texts[:3]))
+    code, _, _ = _cli(capsys, "embed", str(folder), "--texts", str(jsonl), "--field", "sentence", "--out", str(out),
+                      "--backend", "int8")
+    assert code == 0 and np.load(out).shape == (3, 32)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("score", "{tmp}/nowhere", "a", "b"), "{tmp}/nowhere: no such model folder"),
+    (("score", "{tmp}", "a", "b"), "{tmp}: not a pairtune model, export or SentenceTransformer folder"),
+    (("score", "{lora}", "a", "b", "--backend", "onnx"), "--backend onnx needs an export folder"),
+    (("score", "{export}", "a"), "score: expected two texts (or --pairs FILE), got 1"),
+    (("score", "{export}", "a", " "), "score: a text is empty"),
+    (("score", "{export}", "--pairs", "{tmp}/bad.jsonl"), "{tmp}/bad.jsonl:2: missing field 'text_2'"),
+    (("score", "{export}", "--pairs", "{tmp}/missing.jsonl"), "{tmp}/missing.jsonl: file not found"),
+    (("score", "{export}", "--pairs", "{tmp}/ok.jsonl", "--out", "{tmp}/x.parquet"), "cannot tell the output format"),
+    (("embed", "{export}", "--texts", "{tmp}/t.txt", "--out", "{tmp}/e.csv"), "--out must end in .npy"),
+    (("embed", "{export}", "--texts", "{tmp}/t.txt", "--out", "{tmp}/e.npy"), "{tmp}/t.txt:2: line is empty"),
+    (("score", "{export}", "--pairs", "{tmp}/short.tsv"), "{tmp}/short.tsv:3: fewer fields than the header has"),
+])
+def test_bad_input_is_one_line_and_exit_2(exported, capsys, tmp_path, argv, message):
+    (tmp_path / "bad.jsonl").write_text('{"text_1": "a", "text_2": "b"}\n{"text_1": "a"}\n')
+    (tmp_path / "ok.jsonl").write_text('{"text_1": "a", "text_2": "b"}\n')
+    (tmp_path / "t.txt").write_text("one\n\nthree\n")
+    (tmp_path / "short.tsv").write_text("text_1\ttext_2\na\tb\nc\n")
+    fill = {"tmp": str(tmp_path), "lora": str(exported / "models/lora"), "export": str(exported / "models/export/lora")}
+    code, out, err = _cli(capsys, *(a.format(**fill) for a in argv))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("pairtune: error: ") and message.format(**fill) in err
+    assert not (tmp_path / "x.parquet").exists() and not (tmp_path / "e.npy").exists()
+
+
+def test_console_script_starts_fast_and_helps(exported):
+    """The installed `pairtune` entry point: --help names the commands; ONNX scoring never imports torch."""
+    exe = Path(sys.executable).parent / "pairtune"
+    assert exe.exists(), "pairtune is not installed as a console script (pip install -e .)"
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0 and "score" in proc.stdout and "embed" in proc.stdout
+    code = (f"import sys; from pairtune import cli; rc = cli.main(['score', {str(exported / 'models/export/lora')!r},"
+            " 'a', 'b']); assert rc == 0; assert 'torch' not in sys.modules and 'sentence_transformers' not in "
+            "sys.modules, 'heavy import on the ONNX path'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = subprocess.run([str(exe), "score", "/nonexistent", "a", "b"], capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_int8_keeps_quality_on_the_real_model(tmp_path, monkeypatch):
+    """all-MiniLM-L6-v2 fine-tuned briefly on the demo data, then exported by the stage with the shipped
+    tolerances: int8 eval AUC within 0.005 and Spearman within 0.01 of fp32 (the stage fails otherwise)."""
+    import base as base_stage
+    import generate as generate_stage
+    import prepare as prepare_stage
+    import train as train_stage
+    from ruamel.yaml import YAML
+
+    root = Path(__file__).resolve().parents[1]
+    params = YAML(typ="safe").load((root / "params.yaml").read_text())
+    params["generate"].update(n_train=400, n_dev=295, n_eval=295)
+    params["train"].update(epochs=1, warmup_steps=5)
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path / "params.yaml", params)
+    generate_stage.main(["--out", "data/raw/generated", "--summary", "metrics/generate.json"])
+    prepare_stage.main(["--out", "data/prepared", "--summary", "metrics/prepare.json"])
+    base_stage.main(["--dev", "data/prepared/dev.jsonl", "--out", "models/base"])
+    train_stage.main(["--mode", "full", "--data", "data/prepared", "--base", "models/base", "--out", "models/full",
+                      "--metrics", "metrics/train_full.json", "--live", "dvclive/train_full"])
+    _run_export(tmp_path, "full", "models/export/full", "metrics/export_full.json")
+    m = json.loads((tmp_path / "metrics/export_full.json").read_text())
+    assert m["onnx_auc"] > 0.6  # it ranks the right way round: tuned, not the inverted base (AUC ~0.2)
+    assert m["int8_auc_delta"] <= 0.005 and m["int8_spearman_delta"] <= 0.01
+    assert m["onnx_cosine_max_abs"] <= 1e-4 and m["standalone_max_abs"] <= 1e-5
+    assert m["bytes_int8"] < 0.3 * m["bytes_onnx"]
