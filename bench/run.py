@@ -185,6 +185,7 @@ def main() -> None:
                     help="only the inference benchmark of --export (PyTorch vs ONNX fp32 vs int8); other "
                          "sections of --out are kept")
     ap.add_argument("--export", default="models/export/lora", help="export folder for --inference")
+    ap.add_argument("--modes", default="full,lora", help="training modes to time (comma-separated)")
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--base", default="models/base")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
@@ -208,9 +209,10 @@ def main() -> None:
     if args.ablation:
         ablation(args, runs, extra, mach)
         return
-    raw: dict[str, dict[str, list[dict]]] = {m: {"reference": [], "pairtune": []} for m in ("full", "lora")}
+    modes = [m for m in ("full", "lora") if m in args.modes.split(",")]
+    raw: dict[str, dict[str, list[dict]]] = {m: {"reference": [], "pairtune": []} for m in modes}
     for r in range(0 if args.pipeline_only else runs):
-        for mode in ("full", "lora"):
+        for mode in modes:
             order = ("reference", "pairtune") if r % 2 == 0 else ("pairtune", "reference")
             for who in order:
                 cmd = [sys.executable, "bench/reference.py"] if who == "reference" else [

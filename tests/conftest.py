@@ -70,6 +70,9 @@ TINY_PARAMS = {
     # a random 32-wide BERT: int8 keeps its ranking only roughly; int8 quality is tested on the real model
     "export": {"opset": 18, "int8_per_channel": True, "embed_atol": 1e-5, "onnx_atol": 1e-4, "int8_auc_tol": 0.2,
                "int8_spearman_tol": 0.2, "positive_label": "compatible", "negative_label": "incompatible"},
+    "general": {"path": "data/general/tiny.tsv", "text_1": "sentence1", "text_2": "sentence2", "label": "score",
+                "label_min": 0.0, "label_max": 5.0, "positive_threshold": 0.6},
+    "interpolate": {"steps": 4, "rule": "auc_drop", "max_auc_drop": 0.05, "min_retention": 0.5},
 }
 
 
@@ -108,6 +111,7 @@ def trained(tmp_path_factory, tiny_model_dir):
     params = json.loads(json.dumps(TINY_PARAMS))
     params["base"]["model"] = str(tiny_model_dir)
     write_params(root / "params.yaml", params)
+    write_tiny_general(root / params["general"]["path"])
     old = os.getcwd()
     os.chdir(root)
     try:
@@ -120,3 +124,20 @@ def trained(tmp_path_factory, tiny_model_dir):
     finally:
         os.chdir(old)
     return root
+
+
+def write_tiny_general(path: Path, n: int = 30) -> Path:
+    """A general-set stand-in the tiny random BERT can rank: graded by word overlap with the first text
+    (itself 5, its first half 2.5, another text 0), built from generator sentences it has words for."""
+    from pairtune.generate import generate
+
+    pool = sorted({p[k] for p in generate(3, {"train": 40, "dev": 8, "eval": 8})["train"] for k in ("text_1", "text_2")})
+    texts = pool[:n]
+    rows = ["sentence1\tsentence2\tscore"]
+    for i, t in enumerate(texts):
+        words = t.split()
+        rows += [f"{t}\t{t}\t5.0", f"{t}\t{' '.join(words[: max(1, len(words) // 2)])}\t2.5",
+                 f"{t}\t{texts[(i * 7 + 3) % len(texts)]}\t0.0"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path

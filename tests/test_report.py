@@ -42,8 +42,16 @@ def inputs():
             "duplicates_dropped": {"train": 0, "dev": 0, "eval": 0}, "overlap_dropped": {"train_eval": 0},
             "dev_source": 1, "binary_labels": 1}
     return Inputs(metrics=metrics, details=details, train=train, curves=curves, data=data,
-                  params={"seed": 0, "train": {"epochs": 1}}, versions={"torch": "x"}, positive_threshold=0.5,
-                  bootstrap=50, confidence=0.95, seed=0, worst_fp=60)
+                  params={"seed": 0, "train.epochs": 1, "train.lora.target_modules": ["query", "value"]},
+                  versions={"torch": "x"}, positive_threshold=0.5, bootstrap=50, confidence=0.95, seed=0, worst_fp=60,
+                  interpolate={m: {"general": 1, "general_spearman_base": 0.8, "general_spearman_tuned": s,
+                                   "retention_tuned": s / 0.8, "retention_tuned_ci_low": s / 0.8 - 0.02,
+                                   "retention_tuned_ci_high": s / 0.8 + 0.02, "alpha": 0.7, "retention_met": 1,
+                                   "retention": 0.98, "eval_auc": 0.97, "eval_spearman": 0.8}
+                               for m, s in (("full", 0.76), ("lora", 0.7))},
+                  alpha_curves={m: [{"alpha": a, "dev_auc": 0.2 + 0.7 * a, "general_spearman": 0.8 - 0.1 * a,
+                                     "retention": 1 - 0.1 * a / 0.8} for a in (0.0, 0.5, 0.7, 1.0)]
+                                for m in ("full", "lora")})
 
 
 def test_report_has_charts_tables_and_verdict(inputs):
@@ -67,3 +75,22 @@ def test_report_is_offline_and_escapes_data_text(inputs):
 
 def test_report_is_deterministic(inputs):
     assert build(inputs)[0] == build(inputs)[0]
+
+
+def test_report_shows_retention_and_the_tradeoff(inputs):
+    html, _ = build(inputs)
+    assert "What fine-tuning costs elsewhere" in html and "Forgetting and buying it back" in html
+    assert "<td>0.95 [0.93, 0.97]</td>" in html  # full's retention with its interval, in one cell
+    assert "<td>LoRA vs full</td>" in html and "full_vs_base_auc_diff_ci_low" not in html  # readable pairs table
+    assert "<td>train.lora.target_modules</td><td class=\"text\">query, value</td>" in html  # a row, not dict text
+
+
+def test_report_says_when_the_general_check_is_off(inputs):
+    import dataclasses
+
+    off = dataclasses.replace(inputs, interpolate={m: {"general": 0, "alpha": 1.0, "eval_auc": 0.9}
+                                                   for m in ("full", "lora")},
+                              alpha_curves={m: [{"alpha": a, "dev_auc": 0.5 + a / 3} for a in (0.0, 0.5, 1.0)]
+                                            for m in ("full", "lora")})
+    html, _ = build(off)
+    assert "General-quality check off" in html and "dev AUC along alpha only" in html

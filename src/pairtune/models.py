@@ -237,25 +237,36 @@ def _attach_adapter(base: SentenceTransformer, folder: Path) -> None:
     base[0].model = peft_model.merge_and_unload()
 
 
+def load_unverified(folder: str | Path) -> SentenceTransformer:
+    """The model a pairtune folder describes, on PROBE_DEVICE, before its probe is checked.
+
+    For writers that must compute a new folder's probe from the folder as it will be loaded (a scaled
+    adapter, say); everything else uses `load_model`.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    mode = manifest["mode"]
+    if mode == "base":
+        return load_base(manifest["base_model"], PROBE_DEVICE)
+    if mode in ("full", "export"):  # an export folder is a standalone SentenceTransformer folder
+        return load_st(str(folder), PROBE_DEVICE)
+    if mode == "lora":
+        model = load_base(manifest["base_model"], PROBE_DEVICE)
+        _attach_adapter(model, folder)
+        return model
+    raise GuardError(f"{folder / MANIFEST}: unknown mode {mode!r}")
+
+
 def load_model(folder: str | Path, device: str = "cpu") -> SentenceTransformer:
-    """Load any model folder written by pairtune (base fingerprint, full, or LoRA adapter), verified.
+    """Load any model folder written by pairtune (base fingerprint, full, LoRA adapter, export), verified.
 
     A LoRA adapter is attached to a fresh base and merged in memory. Raises GuardError if the model does
     not reproduce its training-time probe embeddings or is indistinguishable from the base model. The
     check runs on PROBE_DEVICE, where the probe was written; the model then moves to `device`.
     """
     folder = Path(folder)
-    manifest = read_manifest(folder)
-    mode = manifest["mode"]
-    if mode == "base":
-        model = load_base(manifest["base_model"], PROBE_DEVICE)
-    elif mode in ("full", "export"):  # an export folder is a standalone SentenceTransformer folder
-        model = load_st(str(folder), PROBE_DEVICE)
-    elif mode == "lora":
-        model = load_base(manifest["base_model"], PROBE_DEVICE)
-        _attach_adapter(model, folder)
-    else:
-        raise GuardError(f"{folder / MANIFEST}: unknown mode {mode!r}")
+    model = load_unverified(folder)
+    mode = read_manifest(folder)["mode"]
     _check_probe(model, folder, f"the {mode} model")
     log.info("loaded %s model from %s: probe verified on %s", mode, folder, PROBE_DEVICE)
     return model.to(device)

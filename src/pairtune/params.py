@@ -106,6 +106,25 @@ class Report:
 
 
 @dataclass(frozen=True)
+class General:
+    path: str  # general-domain pair file (.jsonl/.csv/.tsv); "" turns the retention check off
+    text_1: str  # field / column names, as in `data`
+    text_2: str
+    label: str
+    label_min: float  # label scale, mapped linearly onto [0, 1]
+    label_max: float
+    positive_threshold: float  # scaled label >= this counts as similar, for the general AUC
+
+
+@dataclass(frozen=True)
+class Interpolate:
+    steps: int  # alpha grid: 0, 1/steps, ..., 1
+    rule: Literal["auc_drop", "retention"]  # how alpha is chosen (see pairtune.interpolation.choose)
+    max_auc_drop: float  # auc_drop: most retention whose dev AUC is within this of the best alpha's
+    min_retention: float  # retention: best dev AUC among alphas keeping this share of the base's general Spearman
+
+
+@dataclass(frozen=True)
 class Export:
     opset: int  # ONNX opset of torch's exporter
     int8_per_channel: bool  # dynamic int8 scales per output channel (else one per tensor)
@@ -128,6 +147,8 @@ class Params:
     evaluate: Evaluate
     report: Report
     export: Export
+    general: General
+    interpolate: Interpolate
 
 
 def load(path: str | Path = "params.yaml") -> Params:

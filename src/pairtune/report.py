@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io as _io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,8 @@ class Inputs:
     confidence: float
     seed: int
     worst_fp: int
+    interpolate: dict[str, dict[str, float]] = field(default_factory=dict)  # per mode, metrics/interpolate_<mode>.json
+    alpha_curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # per mode, one row per alpha
 
 
 def _png(fig: Any) -> str:
@@ -160,6 +162,9 @@ def charts(inp: Inputs) -> list[tuple[str, str, str]]:
     fig.colorbar(im, ax=ax)
     out.append(("AUC per category and model", "n/a: a group with one class only (AUC undefined).", _png(fig)))
 
+    if inp.alpha_curves:
+        out.append(_tradeoff_chart(inp))
+
     if inp.curves:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3))
         for mode, series in sorted(inp.curves.items()):
@@ -179,6 +184,37 @@ def charts(inp: Inputs) -> list[tuple[str, str, str]]:
             ax.legend()
         out.append(("Training curves", "Logged by DVCLive during training (dev split only).", _png(fig)))
     return out
+
+
+def _tradeoff_chart(inp: Inputs) -> tuple[str, str, str]:
+    """Per mode: in-domain dev AUC against general Spearman along alpha (or dev AUC against alpha)."""
+    import matplotlib.pyplot as plt
+
+    modes = sorted(inp.alpha_curves)
+    fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 3.6), squeeze=False)
+    general = all("general_spearman" in inp.alpha_curves[m][0] for m in modes)
+    for ax, mode in zip(axes[0], modes, strict=True):
+        rows = inp.alpha_curves[mode]
+        xs = [r["general_spearman"] if general else r["alpha"] for r in rows]
+        ys = [r.get("dev_auc", math.nan) for r in rows]
+        ax.plot(xs, ys, marker="o", color=COLORS.get(mode, "k"))
+        for r, x, y in zip(rows, xs, ys, strict=True):
+            ax.annotate(f"{r['alpha']:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        ax.scatter([xs[0]], [ys[0]], s=80, color=COLORS["base"], zorder=3, label="base (alpha 0)")
+        ax.scatter([xs[-1]], [ys[-1]], s=80, marker="s", color=COLORS.get(mode, "k"), zorder=3,
+                   label=f"{mode} (alpha 1)")
+        chosen = inp.interpolate.get(mode, {}).get("alpha")
+        if chosen is not None:
+            i = min(range(len(rows)), key=lambda k: abs(rows[k]["alpha"] - chosen))
+            ax.scatter([xs[i]], [ys[i]], s=220, marker="*", color="#ff9f1c", zorder=4, label=f"chosen alpha {chosen:g}")
+        ax.set_xlabel("general Spearman" if general else "alpha")
+        ax.set_ylabel("dev AUC")
+        ax.set_title(mode)
+        ax.legend(fontsize=7, loc="lower left")
+    caption = ("theta(alpha) = base + alpha * (tuned - base); numbers next to points are alpha. Both axes are "
+               "dev/general figures: alpha is chosen here, then scored once on eval (table above)."
+               if general else "No general set (general.path is empty): dev AUC along alpha only.")
+    return "Forgetting and buying it back: base-to-tuned interpolation", caption, _png(fig)
 
 
 def _gain_share(base: float, full: float, lora: float) -> float:
@@ -226,6 +262,44 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _ci(m: dict[str, float], key: str) -> str:
+    if key not in m:
+        return "n/a"
+    low, high = m.get(f"{key}_ci_low"), m.get(f"{key}_ci_high")
+    return f"{_fmt(m[key])} [{_fmt(low)}, {_fmt(high)}]" if low is not None and high is not None else _fmt(m[key])
+
+
+PAIRS = (("full", "base", "full vs base"), ("lora", "base", "LoRA vs base"), ("lora", "full", "LoRA vs full"))
+
+
+def _paired_rows(comparison: dict[str, float]) -> list[dict[str, str]]:
+    """One row per model pair, each difference with its interval in one cell."""
+    rows = []
+    for b, a, label in PAIRS:
+        row = {"pair": label}
+        for key in ("auc", "spearman"):
+            k = f"{b}_vs_{a}_{key}_diff"
+            row[key] = (f"{comparison[k]:+.4f} [{comparison[f'{k}_ci_low']:+.4f}, {comparison[f'{k}_ci_high']:+.4f}]"
+                        if k in comparison else "n/a")
+        rows.append(row)
+    return rows
+
+
+def _retention_rows(inp: Inputs) -> list[dict[str, str]]:
+    """The general-quality table: per tuned mode, what tuning cost on the general set and the chosen blend."""
+    rows = []
+    for mode, m in sorted(inp.interpolate.items()):
+        rows.append({"mode": mode, "general": bool(m.get("general")),
+                     "base": _fmt(m.get("general_spearman_base", math.nan)),
+                     "tuned": _fmt(m.get("general_spearman_tuned", math.nan)),
+                     "retention_tuned": _ci(m, "retention_tuned"), "alpha": _fmt(m.get("alpha", math.nan)),
+                     "met": "yes" if m.get("retention_met") else "no (kept the most it could)",
+                     "retention": _ci(m, "retention"), "eval_auc": _ci(m, "eval_auc"),
+                     "eval_auc_tuned": _fmt(inp.metrics.get(mode, {}).get("auc", math.nan)),
+                     "eval_spearman": _fmt(m.get("eval_spearman", math.nan))})
+    return rows
+
+
 def build(inp: Inputs) -> tuple[str, dict[str, float]]:
     """The report HTML and the comparison metrics."""
     from importlib.resources import files
@@ -253,5 +327,9 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
         comparison=sorted(comparison.items()), details=inp.details, worst_fp=inp.worst_fp, data=inp.data,
         params=inp.params, versions=sorted(inp.versions.items()), bootstrap=inp.bootstrap,
         confidence=inp.confidence, metrics=m, breakdown_keys=("by_category", "by_pair_type"),
+        retention=_retention_rows(inp), interpolate_modes=sorted(inp.interpolate),
+        paired=_paired_rows(comparison),
+        shares=[(key, _fmt(comparison.get(f"lora_share_of_full_gain_{key}", math.nan)))
+                for key in ("auc", "spearman", "margin", "f1")],
     )
     return html, comparison

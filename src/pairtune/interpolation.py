@@ -1,0 +1,191 @@
+"""Base <-> tuned weight interpolation (WiSE-FT, LM-Cocktail's two-model case) and the general-quality check.
+
+theta(alpha) = lerp(theta_base, theta_tuned, alpha): alpha 0 is the base model and alpha 1 the tuned one,
+exactly (lerp is exact at both ends). For LoRA the tuned weights are the merged ones, so theta(alpha) is
+the base plus alpha times the adapter's delta, which is what an adapter with its B matrices scaled by
+alpha gives. One model holds the weights and each grid point rewrites only the tensors tuning changed
+(12 for a query/value LoRA): no reload, and each text is embedded once per alpha.
+
+alpha is chosen on the dev split and the general set only (`choose`); eval is scored once, at the choice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pairtune import io, models
+from pairtune import metrics as M
+from pairtune.errors import PairtuneError
+
+if TYPE_CHECKING:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from pairtune.params import Interpolate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Interpolator:
+    """A model whose changed weights are set to lerp(base, tuned, alpha) in place by `set`."""
+
+    model: SentenceTransformer
+    base: dict[str, torch.Tensor]
+    tuned: dict[str, torch.Tensor]
+
+    @classmethod
+    def between(cls, base: SentenceTransformer, tuned: SentenceTransformer) -> Interpolator:
+        """Take `tuned` as the holder; keep copies of only the tensors in which the two models differ."""
+        import torch
+
+        b_state, t_state = base[0].model.state_dict(), tuned[0].model.state_dict()
+        if set(b_state) != set(t_state):
+            diff = sorted(set(b_state) ^ set(t_state))
+            raise PairtuneError(f"the tuned model's weights do not match the base model's (e.g. {diff[0]!r})")
+        changed = [k for k, v in t_state.items() if v.is_floating_point() and not torch.equal(v, b_state[k])]
+        return cls(tuned, {k: b_state[k].detach().clone() for k in changed},
+                   {k: t_state[k].detach().clone() for k in changed})
+
+    def set(self, alpha: float) -> None:
+        import torch
+
+        state = self.model[0].model.state_dict()
+        with torch.no_grad():
+            for k, b in self.base.items():
+                state[k].copy_(torch.lerp(b, self.tuned[k], float(alpha)))
+
+
+def grid(steps: int) -> list[float]:
+    """0, 1/steps, ..., 1 (exact ends)."""
+    if steps < 1:
+        raise PairtuneError(f"params.yaml: interpolate.steps: must be at least 1, got {steps}")
+    return [round(i / steps, 10) for i in range(steps + 1)]
+
+
+@dataclass
+class Split:
+    """Pairs to score at each alpha, their labels and (filled in by `sweep`) the cosines per alpha."""
+
+    pairs: list[dict[str, Any]]
+    positive_threshold: float
+
+    @property
+    def graded(self) -> np.ndarray:
+        return np.array([p["label"] for p in self.pairs], dtype=float)
+
+    @property
+    def y(self) -> np.ndarray:
+        return (self.graded >= self.positive_threshold).astype(int)
+
+    def texts(self) -> list[str]:
+        return sorted({t for p in self.pairs for t in (p["text_1"], p["text_2"])})
+
+
+def _quality(s: np.ndarray, split: Split) -> dict[str, float]:
+    y = split.y
+    return {"auc": M.auc(s, y) if M.both_classes(y) else math.nan, "spearman": M.spearman(s, split.graded)}
+
+
+def sweep(interp: Interpolator, alphas: list[float], splits: dict[str, Split],
+          batch_size: int) -> tuple[list[dict[str, float]], dict[float, dict[str, np.ndarray]]]:
+    """For each alpha: AUC and Spearman on every split. Returns the curve rows and the cosines per alpha."""
+    texts = sorted({t for sp in splits.values() for t in sp.texts()})
+    index = {t: i for i, t in enumerate(texts)}
+    rows, scores = [], {}
+    for alpha in alphas:
+        interp.set(alpha)
+        emb = models.embed(interp.model, texts, batch_size)
+        scores[alpha] = {name: M.pair_scores(emb, index, sp.pairs) for name, sp in splits.items()}
+        row: dict[str, float] = {"alpha": alpha}
+        for name, sp in splits.items():
+            for k, v in _quality(scores[alpha][name], sp).items():
+                row[f"{name}_{k}"] = v
+        rows.append(row)
+        log.info("alpha %.2f: %s", alpha, ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "alpha"))
+    return rows, scores
+
+
+def add_retention(rows: list[dict[str, float]]) -> None:
+    """retention = general Spearman at alpha / general Spearman of the base (alpha 0), on every row."""
+    base = rows[0]["general_spearman"]
+    if not base > 0:
+        raise PairtuneError(f"general set: the base model's Spearman on it is {base:.3f}; retention is a share of "
+                            "a positive correlation, so the general set must be one the base model ranks well")
+    for r in rows:
+        r["retention"] = r["general_spearman"] / base
+
+
+def choose(rows: list[dict[str, float]], cfg: Interpolate) -> tuple[float, bool]:
+    """The alpha > 0 to keep, and whether it meets the rule's constraint. Reads dev and general figures only.
+
+    rule auc_drop: the highest retention among alphas whose dev AUC is within `max_auc_drop` of the best
+    alpha's (buy back what costs almost nothing in-domain). rule retention: the highest dev AUC among alphas
+    keeping `min_retention` of the base's general Spearman; if none does, the one keeping the most (flagged
+    False). Ties go to more retention, then to the smaller alpha. Without a general set: the highest dev AUC,
+    ties to the larger alpha (nearer the trained model).
+    """
+    tuned = [r for r in rows if r["alpha"] > 0]
+    if "retention" not in tuned[0]:
+        best = max(tuned, key=lambda r: (_num(r["dev_auc"]), _num(r["dev_spearman"]), r["alpha"]))
+        return best["alpha"], True
+    if cfg.rule == "auc_drop":
+        top = max(_num(r["dev_auc"]) for r in tuned)
+        ok = [r for r in tuned if _num(r["dev_auc"]) >= top - cfg.max_auc_drop]
+        best = max(ok, key=lambda r: (r["retention"], _num(r["dev_auc"]), -r["alpha"]))
+        return best["alpha"], True
+    ok = [r for r in tuned if r["retention"] >= cfg.min_retention]
+    if not ok:
+        best = max(tuned, key=lambda r: (r["retention"], -r["alpha"]))
+        return best["alpha"], False
+    best = max(ok, key=lambda r: (_num(r["dev_auc"]), r["retention"], -r["alpha"]))
+    return best["alpha"], True
+
+
+def _num(v: float) -> float:
+    return -math.inf if math.isnan(v) else v
+
+
+def retention_ci(s_base: np.ndarray, s_tuned: np.ndarray, graded: np.ndarray, resamples: int, confidence: float,
+                 seed: int) -> tuple[float, float]:
+    """Bootstrap interval of Spearman(tuned) / Spearman(base), general pairs resampled jointly."""
+    def stat(i: np.ndarray) -> float:
+        b = M.spearman(s_base[i], graded[i])
+        return M.spearman(s_tuned[i], graded[i]) / b if b > 0 else math.nan
+
+    return M.bootstrap_ci(stat, len(graded), resamples, confidence, seed)
+
+
+def write_model(interp: Interpolator, alpha: float, source: Path, out: Path) -> None:
+    """Write theta(alpha) as an ordinary pairtune model folder of the source's mode, with its own probe.
+
+    full: the interpolated weights. lora: the source adapter with every B matrix scaled by alpha (its merged
+    delta is alpha times the tuned one), still a small adapter that loads through the guard.
+    """
+    from safetensors.torch import load_file, save_file
+
+    manifest = models.read_manifest(source)
+    manifest["interpolation"] = {"alpha": alpha, "source": source.name}
+    texts = json.loads((source / models.PROBE_TEXTS).read_text(encoding="utf-8"))
+    base_probe = np.load(source / models.BASE_PROBE) if (source / models.BASE_PROBE).exists() else None
+    if manifest["mode"] == "full":
+        interp.set(alpha)
+        models.save_full(interp.model, out)
+        model = interp.model
+    elif manifest["mode"] == "lora":
+        weights = load_file(str(source / models.ADAPTER_WEIGHTS))
+        scaled = {k: v * alpha if "lora_B" in k else v for k, v in weights.items()}
+        save_file(scaled, str(out / models.ADAPTER_WEIGHTS), metadata={"format": "pt"})
+        (out / models.ADAPTER_CONFIG).write_bytes((source / models.ADAPTER_CONFIG).read_bytes())
+        io.write_json(out / models.MANIFEST, manifest)  # the loader reads it; the probe follows below
+        model = models.load_unverified(out)
+    else:
+        raise PairtuneError(f"{source}: cannot interpolate a {manifest['mode']!r} model (full or lora)")
+    models.write_fingerprint(out, manifest, texts, models.embed_probe(model, texts), base_probe)

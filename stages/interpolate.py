@@ -1,0 +1,94 @@
+"""interpolate: blend a tuned model back towards its base, choose the blend on dev + a general set, score it.
+
+theta(alpha) = base + alpha * (tuned - base) over a grid of alpha (params `interpolate`), each scored on the
+dev split (AUC, Spearman) and on the general-domain pairs of `general.path` (Spearman, AUC, retention =
+general Spearman / the base's). alpha is chosen on those alone, then the chosen model is written as an
+ordinary model folder (LoRA: the adapter with B scaled by alpha) and scored once on eval.
+Reads params `seed`, `data.positive_threshold`, `train.device`, `evaluate.{batch_size,bootstrap,confidence}`,
+`general.*`, `interpolate.*`, <base>/ (fingerprint), <model>/, <data>/{dev,eval}.jsonl.
+Writes <out>/ (the chosen model), <metrics> and <plots>/curve.json (one row per alpha).
+Run: python stages/interpolate.py --base models/base --model models/lora --data data/prepared \
+         --out models/interpolated/lora --metrics metrics/interpolate_lora.json --plots plots/interpolate_lora
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pairtune import interpolation as I
+from pairtune import io, models, params
+from pairtune import metrics as M
+from pairtune.data import read_pairs, read_prepared
+from pairtune.errors import run_stage, setup_logging
+from pairtune.evaluation import unique_texts
+from pairtune.params import Data
+
+log = logging.getLogger("interpolate")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for flag in ("--base", "--model", "--data", "--out", "--metrics", "--plots"):
+        ap.add_argument(flag, required=True)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    setup_logging()
+    p = params.load(args.params)
+    g, ev = p.general, p.evaluate
+    alphas = I.grid(p.interpolate.steps)
+    dev, eval_ = read_prepared(f"{args.data}/dev.jsonl"), read_prepared(f"{args.data}/eval.jsonl")
+    splits = {"dev": I.Split(dev, p.data.positive_threshold)}
+    if g.path:
+        cols = Data(train="", dev="", eval="", text_1=g.text_1, text_2=g.text_2, label=g.label,
+                    label_min=g.label_min, label_max=g.label_max, positive_threshold=g.positive_threshold)
+        splits["general"] = I.Split(read_pairs(g.path, cols), g.positive_threshold)
+    else:
+        log.info("general.path is empty: no retention check; alpha is chosen on dev AUC alone")
+    device = models.pick_device(p.train.device)
+    interp = I.Interpolator.between(models.load_model(args.base, device), models.load_model(args.model, device))
+    rows, scores = I.sweep(interp, alphas, splits, ev.batch_size)
+    out: dict[str, float] = {"general": int(bool(g.path)), "grid_points": len(alphas)}
+    if g.path:
+        I.add_retention(rows)
+        gen = splits["general"]
+        s0, s1 = scores[0.0]["general"], scores[1.0]["general"]
+        out.update(general_pairs=len(gen.pairs), general_spearman_base=rows[0]["general_spearman"],
+                   general_spearman_tuned=rows[-1]["general_spearman"], retention_tuned=rows[-1]["retention"])
+        out["retention_tuned_ci_low"], out["retention_tuned_ci_high"] = I.retention_ci(
+            s0, s1, gen.graded, ev.bootstrap, ev.confidence, p.seed)
+    alpha, met = I.choose(rows, p.interpolate)
+    chosen = next(r for r in rows if r["alpha"] == alpha)
+    if not met:
+        log.warning("no alpha > 0 keeps interpolate.min_retention %.3f of the base's general Spearman; chose "
+                    "alpha %.2f, which keeps the most (%.3f)", p.interpolate.min_retention, alpha, chosen["retention"])
+    out.update(alpha=alpha, retention_met=int(met), dev_auc=chosen["dev_auc"], dev_spearman=chosen["dev_spearman"])
+    if g.path:
+        out.update(general_spearman=chosen["general_spearman"], retention=chosen["retention"])
+        out["retention_ci_low"], out["retention_ci_high"] = I.retention_ci(
+            scores[0.0]["general"], scores[alpha]["general"], splits["general"].graded, ev.bootstrap,
+            ev.confidence, p.seed)
+
+    with io.atomic_dir(args.out) as tmp:
+        I.write_model(interp, alpha, Path(args.model), tmp)
+        model = models.load_model(tmp, device)  # the artefact itself, through the guard, is what eval scores
+    texts = unique_texts(eval_)
+    s = M.pair_scores(models.embed(model, texts, ev.batch_size), {t: i for i, t in enumerate(texts)}, eval_)
+    graded = np.array([q["label"] for q in eval_], dtype=float)
+    y = (graded >= p.data.positive_threshold).astype(int)
+    out.update(eval_auc=M.auc(s, y), eval_spearman=M.spearman(s, graded))
+    out["eval_auc_ci_low"], out["eval_auc_ci_high"] = M.bootstrap_ci(
+        lambda i: M.auc(s[i], y[i]), len(s), ev.bootstrap, ev.confidence, p.seed)
+    log.info("chose alpha %.2f on dev%s: eval AUC %.4f, Spearman %.4f", alpha,
+             " + general" if g.path else "", out["eval_auc"], out["eval_spearman"])
+    with io.atomic_dir(args.plots) as tmp:
+        io.write_json(tmp / "curve.json", [{k: round(float(v), 6) for k, v in r.items() if not np.isnan(v)}
+                                           for r in rows])
+    io.write_json(args.metrics, {k: round(float(v), 6) for k, v in out.items() if not np.isnan(v)})
+
+
+if __name__ == "__main__":
+    run_stage(main)
