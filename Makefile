@@ -24,8 +24,10 @@ $(STAMP): requirements.lock pyproject.toml
 repro: $(STAMP)
 	$(RUN) $(BIN)/dvc repro
 
+# Two workers, one test file each at a time: the DVC pipeline tests are bound by single-threaded process
+# start-up (imports), so they overlap well with the rest on 2 cores (conftest puts them first).
 test: $(STAMP)
-	$(RUN) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(RUN) $(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(RUN) $(BIN)/python -m pytest -m "not slow and not pipeline" $(PYTEST_ARGS)

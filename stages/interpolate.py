@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         gen = splits["general"]
         s0, s1 = scores[0.0]["general"], scores[1.0]["general"]
         out.update(general_pairs=len(gen.pairs), general_spearman_base=rows[0]["general_spearman"],
-                   general_spearman_tuned=rows[-1]["general_spearman"], retention_tuned=rows[-1]["retention"])
+                   general_spearman_tuned=rows[-1]["general_spearman"], retention_tuned=rows[-1]["retention"],
+                   general_auc_base=rows[0]["general_auc"], general_auc_tuned=rows[-1]["general_auc"])
         out["retention_tuned_ci_low"], out["retention_tuned_ci_high"] = I.retention_ci(
             s0, s1, gen.graded, ev.bootstrap, ev.confidence, p.seed)
     alpha, met = I.choose(rows, p.interpolate)
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
                     "alpha %.2f, which keeps the most (%.3f)", p.interpolate.min_retention, alpha, chosen["retention"])
     out.update(alpha=alpha, retention_met=int(met), dev_auc=chosen["dev_auc"], dev_spearman=chosen["dev_spearman"])
     if g.path:
-        out.update(general_spearman=chosen["general_spearman"], retention=chosen["retention"])
+        out.update(general_spearman=chosen["general_spearman"], general_auc=chosen["general_auc"],
+                   retention=chosen["retention"])
         out["retention_ci_low"], out["retention_ci_high"] = I.retention_ci(
             scores[0.0]["general"], scores[alpha]["general"], splits["general"].graded, ev.bootstrap,
             ev.confidence, p.seed)

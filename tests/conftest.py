@@ -141,3 +141,9 @@ def write_tiny_general(path: Path, n: int = 30) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest first: with `make test`'s two xdist workers (one test file each at a time), the DVC pipeline
+    tests start at once on one worker while the other runs everything else."""
+    items.sort(key=lambda item: item.get_closest_marker("pipeline") is None)

@@ -204,9 +204,16 @@ def test_evaluate_and_report_stages_on_tiny_model(trained, monkeypatch):
             "roc.json", "scores.json", "histogram.json", "predictions.json", "details.json"}
         hist = json.loads((trained / f"plots/evaluate_{name}/histogram.json").read_text())
         assert sum(b["positives"] + b["negatives"] for b in hist) == m["n_pairs"]
+    import interpolate as interpolate_stage
+
+    for mode in ("full", "lora"):
+        interpolate_stage.main(["--base", "models/base", "--model", f"models/{mode}", "--data", "data/prepared",
+                                "--out", f"models/interpolated/{mode}", "--metrics", f"metrics/interpolate_{mode}.json",
+                                "--plots", f"plots/interpolate_{mode}"])
     report_stage.main(["--out", "plots/report.html", "--metrics", "metrics/report.json"])
     html = (trained / "plots/report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 8 and "Training curves" in html
+    assert html.count("data:image/png;base64,") >= 9 and "Training curves" in html
+    assert "What fine-tuning costs elsewhere" in html and "Forgetting and buying it back" in html
     assert str(trained) not in html  # no absolute paths: identical inputs give an identical file
     assert "lora_vs_full_auc_diff" in json.loads((trained / "metrics/report.json").read_text())
 

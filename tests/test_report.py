@@ -81,6 +81,7 @@ def test_report_shows_retention_and_the_tradeoff(inputs):
     html, _ = build(inputs)
     assert "What fine-tuning costs elsewhere" in html and "Forgetting and buying it back" in html
     assert "<td>0.95 [0.93, 0.97]</td>" in html  # full's retention with its interval, in one cell
+    assert "General-set retention (Spearman / base&#39;s)" in html  # ... and in the headline table
     assert "<td>LoRA vs full</td>" in html and "full_vs_base_auc_diff_ci_low" not in html  # readable pairs table
     assert "<td>train.lora.target_modules</td><td class=\"text\">query, value</td>" in html  # a row, not dict text
 

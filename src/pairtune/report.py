@@ -316,6 +316,17 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
                      "delta": [_fmt(x) for x in delta], "share": _fmt(_gain_share(*vals)),
                      "ci": [(_fmt(m[n][f"{key}_ci_low"]), _fmt(m[n][f"{key}_ci_high"]))
                             if f"{key}_ci_low" in m[n] else None for n in MODELS]})
+    if any(i.get("general") for i in inp.interpolate.values()):
+        # What tuning cost on the general set sits in the headline table too: base is 1 by definition.
+        it = inp.interpolate
+        for key, label in (("general_spearman", "General-set Spearman (interpolate stage)"),
+                           ("retention", "General-set retention (Spearman / base's)")):
+            vals = [it.get("full", {}).get(f"{key}_base", math.nan) if key == "general_spearman" else 1.0] + [
+                it.get(n, {}).get(f"{key}_tuned", math.nan) for n in ("full", "lora")]
+            ci = [None] + [(_fmt(it[n][f"{key}_tuned_ci_low"]), _fmt(it[n][f"{key}_tuned_ci_high"]))
+                           if f"{key}_tuned_ci_low" in it.get(n, {}) else None for n in ("full", "lora")]
+            rows.append({"label": label, "group": "G", "values": [_fmt(v) for v in vals],
+                         "delta": [_fmt(v - vals[0]) for v in vals[1:]], "share": "", "ci": ci})
     cost = [{"mode": mode, **{k: _fmt(v) for k, v in inp.train[mode].items()},
              "artifact_mib": f"{inp.train[mode]['artifact_bytes'] / 2**20:.2f}"} for mode in ("full", "lora")]
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True), trim_blocks=True,
