@@ -147,15 +147,20 @@ class OnnxEncoder:
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """float32 embeddings, one row a text (L2-normalised when the model normalises)."""
         names = {i.name for i in self.session.get_inputs()}
+        # Longest first, as SentenceTransformer.encode does: batches of similar length carry little padding
+        # (in the order given, ONNX fp32 ran at 0.87x PyTorch's texts/s at batch 64 on the dev+eval texts).
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        ordered = [texts[i] for i in order]
         out = []
         for start in range(0, len(texts), batch_size):
-            enc = self.tokenizer.encode_batch(texts[start:start + batch_size])
+            enc = self.tokenizer.encode_batch(ordered[start:start + batch_size])
             feed = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
                     "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
                     "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)}
             tokens = self.session.run(None, {k: v for k, v in feed.items() if k in names})[0]
             out.append(_pool(tokens, feed["attention_mask"], self.spec["pooling"]))
         emb = np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+        emb = emb[np.argsort(order)] if len(emb) else emb  # back to the order given
         if self.spec["normalize"] and len(emb):
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         return emb.astype(np.float32)
