@@ -187,13 +187,6 @@ def read_spec(folder: str | Path) -> dict[str, Any]:
         raise ExportError(f"{path}: missing; {folder} has no ONNX export (run the export stage)") from None
 
 
-def cosines(emb: np.ndarray, index: dict[str, int], pairs: list[dict[str, Any]]) -> np.ndarray:
-    """Cosine of each pair (rows of `emb` are unit vectors)."""
-    a = emb[[index[p["text_1"]] for p in pairs]]
-    b = emb[[index[p["text_2"]] for p in pairs]]
-    return np.einsum("ij,ij->i", a, b)
-
-
 def quality(scores: np.ndarray, graded: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Eval AUC and Spearman of one set of cosines."""
     from pairtune import metrics as M
@@ -290,10 +283,10 @@ def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[st
     export_onnx(standalone, out / ONNX_FP32, cfg.opset)
     (out / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     quantize_int8(out / ONNX_FP32, out / ONNX_INT8, cfg.int8_per_channel)
-    s_ref = cosines(ref, index, eval_)
+    s_ref = M.pair_scores(ref, index, eval_)
     fp32 = OnnxEncoder.load(out, ONNX_FP32).encode(texts, batch_size)
     int8 = OnnxEncoder.load(out, ONNX_INT8).encode(texts, batch_size)
-    s_fp32, s_int8 = cosines(fp32, index, eval_), cosines(int8, index, eval_)
+    s_fp32, s_int8 = M.pair_scores(fp32, index, eval_), M.pair_scores(int8, index, eval_)
     figures["onnx_cosine_max_abs"] = float(np.max(np.abs(s_fp32 - s_ref)))
     figures["onnx_embedding_max_abs"] = float(np.max(np.abs(fp32 - ref)))
     for name, s in (("onnx", s_fp32), ("int8", s_int8)):
@@ -303,8 +296,8 @@ def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[st
     figures["int8_spearman_delta"] = abs(figures["int8_spearman"] - figures["onnx_spearman"])
 
     # 3. decision thresholds, each chosen on dev with the embeddings it will be applied to
-    threshold = M.best_f1_threshold(cosines(ref, index, dev), y_dev)
-    threshold_int8 = M.best_f1_threshold(cosines(int8, index, dev), y_dev)
+    threshold = M.best_f1_threshold(M.pair_scores(ref, index, dev), y_dev)
+    threshold_int8 = M.best_f1_threshold(M.pair_scores(int8, index, dev), y_dev)
     figures.update(threshold=threshold, threshold_int8=threshold_int8)
     for name, path in (("standalone", "model.safetensors"), ("onnx", ONNX_FP32), ("int8", ONNX_INT8)):
         figures[f"bytes_{name}"] = (out / path).stat().st_size
