@@ -274,3 +274,12 @@ def test_int8_keeps_quality_on_the_real_model(tmp_path, monkeypatch):
     assert m["int8_auc_delta"] <= 0.005 and m["int8_spearman_delta"] <= 0.01
     assert m["onnx_cosine_max_abs"] <= 1e-4 and m["standalone_max_abs"] <= 1e-5
     assert m["bytes_int8"] < 0.3 * m["bytes_onnx"]
+
+
+def test_a_corrupt_onnx_file_is_one_line_not_a_traceback(exported, capsys, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(exported / "models/export/lora", bad)
+    (bad / export.ONNX_FP32).write_bytes(b"not an onnx graph")
+    code, out, err = _cli(capsys, "score", str(bad), "a", "b")
+    assert code == 1 and out == "" and err.count("\n") == 1 and err.startswith("pairtune: error: ")
+    assert "Traceback" not in err

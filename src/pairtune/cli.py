@@ -22,6 +22,13 @@ from typing import Any
 from pairtune.errors import PairtuneError
 
 BACKENDS = ("auto", "torch", "onnx", "int8")
+EXAMPLES = """examples:
+  pairtune score models/export/lora "I smoke every day." "I would never date a smoker."
+  pairtune score models/export/lora --pairs pairs.csv --out scores.csv
+  pairtune embed models/export/full --texts sentences.txt --out embeddings.npy
+
+MODEL is a folder: models/export/<mode> (ONNX by default, fast to start), models/full, models/lora
+(PyTorch, through the load guard) or any SentenceTransformer folder. `pairtune COMMAND --help` for options."""
 
 
 @dataclass
@@ -208,8 +215,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pairtune", description=__doc__.split("\n\n")[0],
-                                 epilog="MODEL is a folder: models/export/<mode> (ONNX by default), models/full, "
-                                        "models/lora or any SentenceTransformer folder.")
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
     sub = ap.add_subparsers(dest="command", required=True, metavar="{score,embed}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("model", metavar="MODEL", help="model or export folder")
@@ -258,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as err:  # a corrupt model file, a library failure: one line; PAIRTUNE_DEBUG=1 re-raises
+        if os.environ.get("PAIRTUNE_DEBUG"):
+            raise
+        first = (str(err).strip().splitlines() or [""])[0]
+        print(f"pairtune: error: {type(err).__name__}: {first} (PAIRTUNE_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
