@@ -283,3 +283,17 @@ def test_a_corrupt_onnx_file_is_one_line_not_a_traceback(exported, capsys, tmp_p
     code, out, err = _cli(capsys, "score", str(bad), "a", "b")
     assert code == 1 and out == "" and err.count("\n") == 1 and err.startswith("pairtune: error: ")
     assert "Traceback" not in err
+
+
+def test_pooling_outside_pytorch():
+    """The pooling modes OnnxEncoder applies, and both spellings of a pooling config."""
+    tokens = np.array([[[1.0, 5.0], [3.0, -1.0], [100.0, 100.0]]], dtype=np.float32)  # last token is padding
+    mask = np.array([[1, 1, 0]])
+    assert np.allclose(export._pool(tokens, mask, "mean"), [[2.0, 2.0]])
+    assert np.allclose(export._pool(tokens, mask, "max"), [[3.0, 5.0]])
+    assert np.allclose(export._pool(tokens, mask, "cls"), [[1.0, 5.0]])
+    assert export._pooling_mode({"pooling_mode": "mean"}) == "mean"
+    assert export._pooling_mode({"pooling_mode_cls_token": False, "pooling_mode_max_tokens": True}) == "max"
+    assert export._pooling_mode({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}) == "cls"
+    with pytest.raises(export.ExportError, match="only mean, cls or max"):
+        export._pooling_mode({"pooling_mode": "lasttoken"})

@@ -48,8 +48,8 @@ class ExportError(PairtuneError):
 def _pooling_mode(cfg: dict[str, Any]) -> str:
     mode = cfg.get("pooling_mode")  # sentence-transformers 6 names the mode; older configs set one flag each
     if not isinstance(mode, str):
-        flags = [k.removeprefix("pooling_mode_").removesuffix("_tokens") for k, v in cfg.items()
-                 if k.startswith("pooling_mode_") and v]
+        flags = [k.removeprefix("pooling_mode_").removesuffix("_tokens").removesuffix("_token")
+                 for k, v in cfg.items() if k.startswith("pooling_mode_") and v]
         mode = flags[0] if len(flags) == 1 else "+".join(flags)
     if mode not in POOLINGS:
         raise ExportError(f"pooling {mode!r}: only mean, cls or max pooling can run outside PyTorch")

@@ -338,7 +338,7 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
         comparison=sorted(comparison.items()), details=inp.details, worst_fp=inp.worst_fp, data=inp.data,
         params=inp.params, versions=sorted(inp.versions.items()), bootstrap=inp.bootstrap,
         confidence=inp.confidence, metrics=m, breakdown_keys=("by_category", "by_pair_type"),
-        retention=_retention_rows(inp), interpolate_modes=sorted(inp.interpolate),
+        retention=_retention_rows(inp),
         paired=_paired_rows(comparison),
         shares=[(key, _fmt(comparison.get(f"lora_share_of_full_gain_{key}", math.nan)))
                 for key in ("auc", "spearman", "margin", "f1")],
