@@ -25,7 +25,6 @@ from pairtune import metrics as M
 from pairtune.data import read_pairs, read_prepared
 from pairtune.errors import run_stage, setup_logging
 from pairtune.evaluation import unique_texts
-from pairtune.params import Data
 
 log = logging.getLogger("interpolate")
 
@@ -43,9 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     dev, eval_ = read_prepared(f"{args.data}/dev.jsonl"), read_prepared(f"{args.data}/eval.jsonl")
     splits = {"dev": I.Split(dev, p.data.positive_threshold)}
     if g.path:
-        cols = Data(train="", dev="", eval="", text_1=g.text_1, text_2=g.text_2, label=g.label,
-                    label_min=g.label_min, label_max=g.label_max, positive_threshold=g.positive_threshold)
-        splits["general"] = I.Split(read_pairs(g.path, cols), g.positive_threshold)
+        splits["general"] = I.Split(read_pairs(g.path, g), g.positive_threshold)
     else:
         log.info("general.path is empty: no retention check; alpha is chosen on dev AUC alone")
     device = models.pick_device(p.train.device)

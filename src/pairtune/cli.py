@@ -103,20 +103,18 @@ def _quiet_torch_stack() -> None:
 
 
 def _score_pairs(scorer: Scorer, args: argparse.Namespace) -> None:
-    import numpy as np
 
     from pairtune import io
+    from pairtune import metrics as M
     from pairtune.data import read_pairs
-    from pairtune.params import Data
+    from pairtune.evaluation import unique_texts
+    from pairtune.params import General
 
-    cfg = Data(train="", dev="", eval="", text_1=args.text_1, text_2=args.text_2, label=args.label,
-               label_min=args.label_min, label_max=args.label_max, positive_threshold=0.5)
-    pairs = read_pairs(args.pairs, cfg, need_label=False)
-    texts = sorted({t for p in pairs for t in (p["text_1"], p["text_2"])})
-    emb = scorer.encode(texts, args.batch_size)
-    index = {t: i for i, t in enumerate(texts)}
-    a, b = emb[[index[p["text_1"]] for p in pairs]], emb[[index[p["text_2"]] for p in pairs]]
-    scores = np.einsum("ij,ij->i", a, b)
+    cols = General(path=args.pairs, text_1=args.text_1, text_2=args.text_2, label=args.label,
+                   label_min=args.label_min, label_max=args.label_max, positive_threshold=args.positive_threshold)
+    pairs = read_pairs(args.pairs, cols, need_label=False)
+    texts = unique_texts(pairs)
+    scores = M.pair_scores(scorer.encode(texts, args.batch_size), {t: i for i, t in enumerate(texts)}, pairs)
     rows = []
     for p, s in zip(pairs, scores, strict=True):
         row = {"text_1": p["text_1"], "text_2": p["text_2"], "cosine": round(float(s), 6)}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pairtune.errors import PairtuneError
-from pairtune.params import Data, Prepare
+from pairtune.params import Data, General, Prepare
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _shown(v: Any) -> str:
     return repr(v) if isinstance(v, str) else json.dumps(v)
 
 
-def _label(path: Path, n: int, v: Any, cfg: Data) -> float:
+def _label(path: Path, n: int, v: Any, cfg: Data | General) -> float:
     if isinstance(v, bool) or v is None:
         raise PairtuneError(f"{path}:{n}: label {_shown(v)} is not a number")
     if isinstance(v, str):
@@ -96,8 +96,9 @@ def _label(path: Path, n: int, v: Any, cfg: Data) -> float:
     return (float(v) - cfg.label_min) / (cfg.label_max - cfg.label_min)
 
 
-def read_pairs(path: str | Path, cfg: Data, need_label: bool = True) -> list[Pair]:
-    """Read one pair file into normalised records (label scaled to [0, 1]).
+def read_pairs(path: str | Path, cfg: Data | General, need_label: bool = True) -> list[Pair]:
+    """Read one pair file into normalised records (label scaled to [0, 1]), with the column names and
+    label scale of `cfg` (the `data` params, or a `general`-shaped description of any other pair file).
 
     With `need_label` False (scoring unlabelled pairs) a row may lack the label field: its label is None.
     """
