@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     p = params.load(args.params)
     sizes = {"train": p.generate.n_train, "dev": p.generate.n_dev, "eval": p.generate.n_eval}
-    splits = generate(p.seed, sizes)
+    splits = generate(p.seed, sizes, p.generate.difficulty)
     with io.atomic_dir(args.out) as tmp:
         for name, pairs in splits.items():
             io.write_jsonl(tmp / f"{name}.jsonl", pairs)

@@ -22,9 +22,8 @@ def _vocab() -> list[str]:
     """Special tokens plus every word and punctuation mark the generator can produce."""
     from pairtune import generate as g
 
-    text = " ".join([*(" ".join((a, p, *pros)) for _, a, p, pros in g.ITEMS), *g.PRO_TEMPLATES, *g.CON_TEMPLATES,
-                     *g.MIXED_TEMPLATES, "a man is eating food piece of bread hello world"])
-    words = sorted(set(re.findall(r"[a-z]+|[^\sa-z]", re.sub(r"\{[a-z_]+\}", " ", text.lower()))))
+    text = g.vocabulary_text() + " a man is eating food piece of bread hello world"
+    words = sorted(set(re.findall(r"[a-z]+|[^\sa-z]", text.lower())))
     return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
 
 
@@ -52,9 +51,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+# The shipped params.yaml difficulty (tests that need other knobs copy and edit it).
+DIFFICULTY = {"multi_clause": 0.1, "hedged": 0.25, "contrast": 0.15, "informal": 0.15, "label_noise": 0.01}
+
 TINY_PARAMS = {
     "seed": 7,
-    "generate": {"n_train": 160, "n_dev": 48, "n_eval": 48},
+    "generate": {"n_train": 160, "n_dev": 48, "n_eval": 48, "difficulty": DIFFICULTY},
     "data": {"train": "data/raw/generated/train.jsonl", "dev": "data/raw/generated/dev.jsonl",
              "eval": "data/raw/generated/eval.jsonl", "text_1": "text_1", "text_2": "text_2", "label": "label",
              "label_min": 0.0, "label_max": 1.0, "positive_threshold": 0.5},
@@ -64,9 +66,9 @@ TINY_PARAMS = {
               "checkpoint": "last", "device": "cpu", "bf16": False, "packing": True,
               "fast_dropout": True, "compact_embedding": True, "full": {"lr": 1e-3},
               "lora": {"lr": 1e-2, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}},
-    "evaluate": {"batch_size": 64, "bootstrap": 50, "confidence": 0.95, "recall_target": 0.9, "worst_fp": 5, "cluster": True,
+    "evaluate": {"batch_size": 64, "bootstrap": 50, "confidence": 0.95, "recall_target": 0.9, "worst_errors": 5, "cluster": True,
                  "umap_neighbors": 5, "umap_min_dist": 0.1, "hdbscan_min_cluster": 5, "hdbscan_min_samples": 2},
-    "report": {"worst_fp": 3},
+    "report": {"examples": 3},
     # a random 32-wide BERT: int8 keeps its ranking only roughly; int8 quality is tested on the real model
     "export": {"opset": 18, "int8_per_channel": True, "embed_atol": 1e-5, "onnx_atol": 1e-4, "int8_auc_tol": 0.2,
                "int8_spearman_tol": 0.2, "positive_label": "compatible", "negative_label": "incompatible"},
@@ -131,7 +133,10 @@ def write_tiny_general(path: Path, n: int = 30) -> Path:
     (itself 5, its first half 2.5, another text 0), built from generator sentences it has words for."""
     from pairtune.generate import generate
 
-    pool = sorted({p[k] for p in generate(3, {"train": 40, "dev": 8, "eval": 8})["train"] for k in ("text_1", "text_2")})
+    from pairtune.params import Difficulty
+
+    splits = generate(3, {"train": 40, "dev": 8, "eval": 8}, Difficulty(**DIFFICULTY))
+    pool = sorted({p[k] for p in splits["train"] for k in ("text_1", "text_2")})
     texts = pool[:n]
     rows = ["sentence1\tsentence2\tscore"]
     for i, t in enumerate(texts):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pairtune import models
+from pairtune import models, params
 from pairtune.evaluation import unique_texts
 from pairtune.generate import generate
 from pairtune.metrics import auc, pair_scores, spearman
+from pairtune.params import Difficulty
+from conftest import DIFFICULTY, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +27,9 @@ def test_packaged_model_loads_offline_with_known_cosine(base, monkeypatch):
 
 
 def test_generated_eval_split_inverts_the_base_model(base):
-    ev = generate(42, {"train": 1475, "dev": 295, "eval": 295})["eval"]
+    shipped = params.load(ROOT / "params.yaml")  # the demo data as `make repro` generates it
+    g = shipped.generate
+    ev = generate(shipped.seed, {"train": g.n_train, "dev": g.n_dev, "eval": g.n_eval}, g.difficulty)["eval"]
     texts = unique_texts(ev)
     s = pair_scores(models.embed(base, texts), {t: i for i, t in enumerate(texts)}, ev)
     y = np.array([p["label"] for p in ev])
@@ -40,7 +44,7 @@ def test_packed_forward_gives_stock_embeddings_on_the_real_model(base):
 
     from pairtune import fastpath
 
-    dev = generate(42, {"train": 16, "dev": 16, "eval": 16})["dev"]
+    dev = generate(42, {"train": 16, "dev": 16, "eval": 16}, Difficulty(**DIFFICULTY))["dev"]
     texts = [p[k] for p in dev for k in ("text_1", "text_2")]
     base.eval()
     with torch.no_grad():
@@ -59,14 +63,14 @@ _AUTO_TRAINING = """
 import copy, json, sys
 sys.path.insert(0, sys.argv[1])
 import torch
-from conftest import TINY_PARAMS
+from conftest import DIFFICULTY, TINY_PARAMS
 from pairtune import hardware, models, params
 from pairtune.generate import generate
 from pairtune.training import train
 raw = copy.deepcopy(TINY_PARAMS)
 raw["train"].update(bf16="auto", packing="auto", fast_dropout="auto", compact_embedding="auto")
 cfg = params.from_dict(raw).train
-splits = generate(42, {"train": 32, "dev": 16, "eval": 16})
+splits = generate(42, {"train": 32, "dev": 16, "eval": 16}, params.Difficulty(**DIFFICULTY))
 model = models.load_base("packaged", "cpu")
 knobs = hardware.resolve(cfg, hardware.machine("cpu"), "full")
 seen = set()

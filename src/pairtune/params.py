@@ -22,11 +22,27 @@ LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive", "mnr
 Switch = bool | Literal["auto"]  # a speed knob: on, off, or decided by pairtune.hardware for this machine
 
 
+def _share(hi: float = 1.0) -> Any:
+    """A float param that must lie in [0, hi] (checked by the loader, one line naming the key)."""
+    return dataclasses.field(metadata={"range": (0.0, hi)})
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    """How realistic (hard) the generated demo data is: see pairtune.generate."""
+    multi_clause: float = _share()  # share of pairs with a two-clause statement (mixed stances)
+    hedged: float = _share()  # share of hedged / tolerant stances ("now and then", "doesn't bother me")
+    contrast: float = _share()  # share of compatible pairs that are opposite lifestyles without a refusal
+    informal: float = _share()  # share of texts with a speaker prefix or informal spelling
+    label_noise: float = _share(0.5)  # share of labels flipped in every split (annotator disagreement)
+
+
 @dataclass(frozen=True)
 class Generate:
     n_train: int  # pairs in the generated train split
     n_dev: int
     n_eval: int
+    difficulty: Difficulty
 
 
 @dataclass(frozen=True)
@@ -93,7 +109,7 @@ class Evaluate:
     confidence: float
     recall_target: float  # common operating point: each model's threshold for this recall on dev
     cluster: bool  # UMAP + HDBSCAN cluster purity (about 9 s of numba JIT per stage)
-    worst_fp: int
+    worst_errors: int  # worst false positives and negatives kept per model and pair type
     umap_neighbors: int
     umap_min_dist: float
     hdbscan_min_cluster: int
@@ -102,7 +118,7 @@ class Evaluate:
 
 @dataclass(frozen=True)
 class Report:
-    worst_fp: int  # rows in the worst-false-positives table
+    examples: int  # errors shown per model, kind and pair type in the HTML report
 
 
 @dataclass(frozen=True)
@@ -181,7 +197,12 @@ def _build(cls: type, raw: Any, path: str, where: str) -> Any:
     missing = [n for n in names if n not in raw]
     if missing:
         raise PairtuneError(f"{path}: {_key(where, missing[0])}: missing key")
-    return cls(**{n: _value(hints[n], raw[n], path, _key(where, n)) for n in names})
+    values = {n: _value(hints[n], raw[n], path, _key(where, n)) for n in names}
+    for f in dataclasses.fields(cls):
+        lo, hi = f.metadata.get("range", (None, None))
+        if lo is not None and not lo <= values[f.name] <= hi:
+            raise PairtuneError(f"{path}: {_key(where, f.name)}: {values[f.name]!r} is outside [{lo:g}, {hi:g}]")
+    return cls(**values)
 
 
 def _key(where: str, name: str) -> str:
