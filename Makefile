@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1
 PYTEST_ARGS ?=
 
-.PHONY: install repro test test-fast bench sweep push clean-venv
+.PHONY: install repro test test-fast bench sweep compare push clean-venv
 
 install: $(STAMP)
 
@@ -32,12 +32,23 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(RUN) $(BIN)/python -m pytest -m "not slow and not pipeline" $(PYTEST_ARGS)
 
-# Queue a LoRA sweep over learning rate and rank as DVC experiments, run them, and show the table.
+# LoRA sweep as DVC experiments: learning rate x rank on query/value, and learning rate with adapters on every
+# attention and feed-forward linear. Each experiment trains and evaluates LoRA only (target evaluate@lora; the
+# rest of the pipeline is unchanged by these params): `dvc exp apply <name>` + `make repro` to keep one.
+SWEEP_LR ?= 2e-4,5e-4,1e-3
 sweep: $(STAMP)
-	$(RUN) $(BIN)/dvc exp run --queue -S 'train.lora.lr=1e-4,2e-4,5e-4' -S 'train.lora.r=4,8,16'
+	$(RUN) $(BIN)/dvc exp run --queue -S 'train.lora.lr=$(SWEEP_LR)' -S 'train.lora.r=8,16' evaluate@lora
+	$(RUN) $(BIN)/dvc exp run --queue -S 'train.lora.lr=$(SWEEP_LR)' \
+	  -S 'train.lora.target_modules=[query,key,value,dense]' evaluate@lora
 	$(RUN) $(BIN)/dvc queue start --jobs 1
+	@while $(RUN) $(BIN)/dvc queue status | grep -qE 'Queued|Running'; do sleep 10; done
 	$(RUN) $(BIN)/dvc queue status
-	@echo "when the queue is done: dvc exp show --only-changed"
+	$(MAKE) --no-print-directory compare
+
+# The experiments table, narrowed to what a sweep compares: changed params and metrics only, three decimals,
+# no creation time; fits a 160-column terminal (README, "Compare experiments").
+compare: $(STAMP)
+	$(RUN) $(BIN)/dvc exp show --no-pager --only-changed --drop 'Created' --precision 3
 
 # Models, adapter, data and the run-cache (so a teammate's repro of a setting already run restores it).
 push: $(STAMP)

@@ -3,8 +3,8 @@
 Loads the model through the guarded loader (a LoRA adapter merged and verified), encodes each unique dev
 and eval text once, chooses thresholds on dev and reports on eval.
 Reads params `seed`, `data.positive_threshold`, `evaluate.*`, <model>/ and <data>/{dev,eval}.jsonl.
-Writes <metrics> (flat numeric JSON for dvc metrics) and <plots>/ (roc, scores, histogram, predictions,
-details).
+Writes <metrics> (the headline numbers under the model's name, for `dvc exp show` / `dvc metrics diff`) and
+<plots>/ (roc, scores, histogram, predictions, details: every figure, breakdowns, errors with their texts).
 Run: python stages/evaluate.py --model models/lora --data data/prepared \
          --metrics metrics/evaluate_lora.json --plots plots/evaluate_lora
 """
@@ -12,11 +12,12 @@ Run: python stages/evaluate.py --model models/lora --data data/prepared \
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pairtune import io, models, params
 from pairtune.data import read_prepared
 from pairtune.errors import run_stage, setup_logging
-from pairtune.evaluation import evaluate, unique_texts
+from pairtune.evaluation import evaluate, headline, unique_texts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     for flag in ("--model", "--data", "--metrics", "--plots"):
         ap.add_argument(flag, required=True)
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--name", help="key the headline metrics are filed under (default: the model folder's name)")
     args = ap.parse_args(argv)
     setup_logging()
     p = params.load(args.params)
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     with io.atomic_dir(args.plots) as tmp:
         for name in ("roc", "scores", "histogram", "predictions", "details"):
             io.write_json(tmp / f"{name}.json", getattr(result, name))
-    io.write_json(args.metrics, result.metrics)
+    io.write_json(args.metrics, {args.name or Path(args.model).name: headline(result.metrics)})
 
 
 if __name__ == "__main__":

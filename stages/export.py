@@ -5,7 +5,7 @@ parity against it on the dev and eval texts; a gap over a tolerance fails the st
 Reads params `export.*`, `data.positive_threshold`, `evaluate.batch_size`, `evaluate.confidence`,
 <model>/, <data>/{train,dev,eval}.jsonl and <evaluate> (the metrics the model card quotes).
 Writes <out>/ (standalone folder + onnx/ + model card + dev threshold) and <metrics> (parity and sizes).
-Run: python stages/export.py --model models/lora --data data/prepared --evaluate metrics/evaluate_lora.json \
+Run: python stages/export.py --model models/lora --data data/prepared --evaluate plots/evaluate_lora/details.json \
          --out models/export/lora --metrics metrics/export_lora.json
 """
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     p = params.load(args.params)
     dev, eval_ = read_prepared(f"{args.data}/dev.jsonl"), read_prepared(f"{args.data}/eval.jsonl")
     n_train = len(read_prepared(f"{args.data}/train.jsonl"))
-    evaluate = json.loads(Path(args.evaluate).read_text(encoding="utf-8"))
+    evaluate = json.loads(Path(args.evaluate).read_text(encoding="utf-8"))["metrics"]  # evaluate's details.json
     model = models.load_model(args.model, "cpu")  # exports are CPU artefacts, parity is checked on the CPU
     with io.atomic_dir(args.out) as tmp:
         figures = export.build(model, Path(args.model), tmp, dev, eval_, n_train, evaluate, p.export,

@@ -1,7 +1,7 @@
 """report: render plots/report.html comparing base, full and LoRA, and the paired comparison metrics.
 
-Reads metrics/evaluate_<model>.json, <plots>/evaluate_<model>/details.json, metrics/train_<mode>.json,
-metrics/interpolate_<mode>.json, <plots>/interpolate_<mode>/curve.json, the DVCLive curves,
+Reads <plots>/evaluate_<model>/details.json (every eval figure), metrics/train_<mode>.json (wall time),
+<live>/train_<mode>/train.json (the training record), metrics/interpolate_<mode>.json, <plots>/interpolate_<mode>/curve.json, the DVCLive curves,
 metrics/prepare.json and params.yaml. Writes <out> (one self-contained HTML file)
 and <metrics> (paired-bootstrap differences, LoRA's share of full's gain).
 Run: python stages/report.py --out plots/report.html --metrics metrics/report.json
@@ -65,17 +65,19 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     p = params.load(args.params)
     mdir, pdir, ldir = Path(args.metrics_dir), Path(args.plots_dir), Path(args.live_dir)
+    details = {m: _json(pdir / f"evaluate_{m}" / "details.json") for m in MODELS}
     inputs = Inputs(
-        metrics={m: _json(mdir / f"evaluate_{m}.json") for m in MODELS},
-        details={m: _json(pdir / f"evaluate_{m}" / "details.json") for m in MODELS},
-        train={mode: _json(mdir / f"train_{mode}.json") for mode in ("full", "lora")},
+        metrics={m: details[m]["metrics"] for m in MODELS},
+        details=details,
+        train={mode: {**_json(ldir / f"train_{mode}" / "train.json"),
+                      "train_wall_s": _json(mdir / f"train_{mode}.json")[mode]["train_s"]} for mode in ("full", "lora")},
         curves={mode: _curves(ldir / f"train_{mode}") for mode in ("full", "lora") if (ldir / f"train_{mode}").exists()},
         data=_json(mdir / "prepare.json"),
         params=_flat({k: v for k, v in YAML(typ="safe").load(Path(args.params).read_text(encoding="utf-8")).items()
                       if k in SHOWN_PARAMS}),
         versions={name: version(name) for name in PACKAGES},
         positive_threshold=p.data.positive_threshold, bootstrap=p.evaluate.bootstrap,
-        confidence=p.evaluate.confidence, seed=p.seed, worst_fp=p.report.worst_fp,
+        confidence=p.evaluate.confidence, seed=p.seed, examples=p.report.examples,
         interpolate={mode: _json(mdir / f"interpolate_{mode}.json") for mode in ("full", "lora")},
         alpha_curves={mode: _json(pdir / f"interpolate_{mode}" / "curve.json") for mode in ("full", "lora")},
     )

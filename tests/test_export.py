@@ -22,7 +22,7 @@ def _run_export(root: Path, mode: str, out: str, metrics: str, params: str = "pa
     import export as export_stage  # stages/export.py
 
     evaluate = root / f"metrics/evaluate_card_{mode}.json"
-    evaluate.write_text(json.dumps({"auc": 0.9, "auc_ci_low": 0.85, "auc_ci_high": 0.95, "spearman": 0.7}))
+    evaluate.write_text(json.dumps({"metrics": {"auc": 0.9, "auc_ci_low": 0.85, "auc_ci_high": 0.95, "spearman": 0.7}}))
     export_stage.main(["--model", str(root / f"models/{mode}"), "--data", str(root / "data/prepared"),
                        "--evaluate", str(evaluate), "--out", str(root / out), "--metrics", str(root / metrics),
                        "--params", str(root / params)])
@@ -155,9 +155,11 @@ def test_score_two_texts_prints_cosine_and_decision(exported, capsys):
     manifest = json.loads((Path(folder) / models.MANIFEST).read_text())
     code, out, _ = _cli(capsys, "score", folder, "i smoke every day .", "i would never date a smoker .")
     assert code == 0
-    cos = float(out.split()[1])
+    cos, said = float(out.split()[1]), out.split("-> ")[1].split(" (")[0]
     want = "compatible" if cos >= manifest["threshold"] else "incompatible"
-    assert out.startswith("cosine ") and f"-> {want} (threshold {manifest['threshold']:.4f}, onnx)" in out
+    # the printed cosine is rounded to 4 places: at the threshold itself only the unrounded value decides
+    assert said == want or abs(cos - manifest["threshold"]) <= 5e-5
+    assert out.startswith("cosine ") and f"-> {said} (threshold {manifest['threshold']:.4f}, onnx)" in out
     code, out, _ = _cli(capsys, "score", folder, "i smoke every day .", "i would never date a smoker .",
                         "--backend", "torch")
     assert code == 0 and abs(float(out.split()[1]) - cos) <= 1e-4 and "torch" in out

@@ -85,7 +85,7 @@ def test_breakdown_single_class_groups_get_accuracy_not_margin():
 
 
 def _cfg(**kw):
-    base = dict(batch_size=8, bootstrap=50, confidence=0.95, recall_target=0.9, worst_fp=3, cluster=True, umap_neighbors=5,
+    base = dict(batch_size=8, bootstrap=50, confidence=0.95, recall_target=0.9, worst_errors=3, cluster=True, umap_neighbors=5,
                 umap_min_dist=0.1, hdbscan_min_cluster=5, hdbscan_min_samples=2)
     return Evaluate(**(base | kw))
 
@@ -167,3 +167,18 @@ def test_classify_matches_sklearn(threshold):
         want = {"f1": f1_score(y, pred, zero_division=0), "precision": precision_score(y, pred, zero_division=0),
                 "recall": recall_score(y, pred, zero_division=0), "accuracy": accuracy_score(y, pred)}
         assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_errors_grouped_by_pair_type_worst_first():
+    scores = np.array([0.9, 0.8, 0.1, 0.7, 0.2, 0.05, 0.95, 0.6])
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    types = ["a", "a", "a", "b", "c", "c", "c", "d"]
+    pairs = [{"text_1": f"t{i}", "text_2": f"u{i}", "category": "k", "pair_type": t, "label_flipped": i == 1}
+             for i, t in enumerate(types)]
+    e = M.errors(scores, y, pairs, 0.5, worst=5)
+    assert list(e["fp"]) == ["a", "b"]  # most errors first
+    assert e["fp"]["a"] | {"worst": None} == {"count": 2, "of": 3, "flipped": 1, "worst": None}
+    assert [r["cosine"] for r in e["fp"]["a"]["worst"]] == [0.9, 0.8]  # highest first
+    assert e["fn"]["c"]["count"] == 2 and [r["cosine"] for r in e["fn"]["c"]["worst"]] == [0.05, 0.2]  # lowest first
+    assert "d" not in e["fn"] and e["fp"]["a"]["worst"][1]["label_flipped"]
+    assert M.errors(scores, y, pairs, 0.5, worst=1)["fp"]["a"]["worst"] == e["fp"]["a"]["worst"][:1]

@@ -24,7 +24,7 @@ def _state(model):
 
 
 def test_lora_metrics_and_adapter_only_folder(trained):
-    m = json.loads((trained / "metrics/train_lora.json").read_text())
+    m = json.loads((trained / "dvclive/train_lora/train.json").read_text())
     assert m["trainable_params"] == 2 * 2 * (4 * 32 + 32 * 4)  # 2 layers x {query, value} x (A + B)
     assert m["trainable_params"] < m["total_params"] and m["steps"] == 10
     files = sorted(p.name for p in (trained / "models/lora").iterdir())
@@ -42,7 +42,7 @@ def test_lora_metrics_and_adapter_only_folder(trained):
 def test_train_metrics_record_the_fast_path(trained):
     """The tiny BERT trains packed with cheap dropout, and the metrics file says so."""
     for mode in ("full", "lora"):
-        m = json.loads((trained / f"metrics/train_{mode}.json").read_text())
+        m = json.loads((trained / f"dvclive/train_{mode}/train.json").read_text())
         assert (m["packed"], m["fast_dropout"]) == (1, 1), mode
 
 
@@ -50,8 +50,11 @@ def test_full_folder_is_a_sentence_transformer(trained):
     names = {p.name for p in (trained / "models/full").iterdir()}
     assert {"model.safetensors", "modules.json", "config_sentence_transformers.json"} <= names
     assert "README.md" not in names  # the generated card holds timings and absolute paths
-    m = json.loads((trained / "metrics/train_full.json").read_text())
+    m = json.loads((trained / "dvclive/train_full/train.json").read_text())
     assert m["trainable_params"] == m["total_params"] and m["artifact_bytes"] > 0
+    assert "train_wall_s" not in m  # a cached out: a retrain of the same bytes must not change it
+    cost = json.loads((trained / "metrics/train_full.json").read_text())
+    assert set(cost) == {"full"} and set(cost["full"]) == {"train_s", "size_mb"}
 
 
 def test_lora_trains_only_adapter_weights_full_changes_base(trained, tiny_model_dir):
@@ -196,10 +199,17 @@ def test_evaluate_and_report_stages_on_tiny_model(trained, monkeypatch):
     for name in ("base", "full", "lora"):
         evaluate_stage.main(["--model", f"models/{name}", "--data", "data/prepared",
                              "--metrics", f"metrics/evaluate_{name}.json", "--plots", f"plots/evaluate_{name}"])
-        m = json.loads((trained / f"metrics/evaluate_{name}.json").read_text())
-        for key in ("spearman", "margin", "cohens_d", "auc", "f1", "cluster_chance", "fp_count", "threshold"):
+        headline = json.loads((trained / f"metrics/evaluate_{name}.json").read_text())
+        # what `dvc exp show` lists: the headline under the model's name (unique column names), nothing else
+        assert list(headline) == [name]
+        assert set(headline[name]) == {"spearman", "margin", "cohens_d", "auc", "auc_low", "auc_high", "f1",
+                                       "purity", "fp"}
+        m = json.loads((trained / f"plots/evaluate_{name}/details.json").read_text())["metrics"]
+        for key in ("spearman", "margin", "cohens_d", "auc", "f1", "cluster_chance", "fp_count", "threshold",
+                    "pair_type_opposite_stance_accuracy"):
             assert key in m
         assert all(isinstance(v, (int, float)) for v in m.values())
+        assert headline[name]["auc"] == m["auc"] and headline[name]["fp"] == m["fp_count"]
         assert {p.name for p in (trained / f"plots/evaluate_{name}").iterdir()} == {
             "roc.json", "scores.json", "histogram.json", "predictions.json", "details.json"}
         hist = json.loads((trained / f"plots/evaluate_{name}/histogram.json").read_text())

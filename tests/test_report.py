@@ -30,7 +30,7 @@ def inputs():
         else:
             emb = emb + k * 0.01
             emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        res = evaluate(emb.astype(np.float32), index, dev, ev, _cfg(worst_fp=60), 0.5, 0)
+        res = evaluate(emb.astype(np.float32), index, dev, ev, _cfg(worst_errors=60), 0.5, 0)
         metrics[name], details[name] = res.metrics, res.details
     train = {m: {"trainable_params": t, "total_params": 1000, "trainable_share": t / 1000, "artifact_bytes": 3 * t,
                  "steps": 10, "final_loss": 0.1, "train_wall_s": 1.5, "device_cuda": 0, "lr": 1e-3}
@@ -43,7 +43,7 @@ def inputs():
             "dev_source": 1, "binary_labels": 1}
     return Inputs(metrics=metrics, details=details, train=train, curves=curves, data=data,
                   params={"seed": 0, "train.epochs": 1, "train.lora.target_modules": ["query", "value"]},
-                  versions={"torch": "x"}, positive_threshold=0.5, bootstrap=50, confidence=0.95, seed=0, worst_fp=60,
+                  versions={"torch": "x"}, positive_threshold=0.5, bootstrap=50, confidence=0.95, seed=0, examples=60,
                   interpolate={m: {"general": 1, "general_spearman_base": 0.8, "general_spearman_tuned": s,
                                    "retention_tuned": s / 0.8, "retention_tuned_ci_low": s / 0.8 - 0.02,
                                    "retention_tuned_ci_high": s / 0.8 + 0.02, "alpha": 0.7, "retention_met": 1,
@@ -58,7 +58,7 @@ def test_report_has_charts_tables_and_verdict(inputs):
     html, comparison = build(inputs)
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', html)) >= 8
     assert "Fine-tuning fixed the ranking" in html.split("</p>")[0] + html
-    for needle in ("Δ LoRA vs base", "LoRA share of full", "Worst false positives", "trainable params", "Hyperparameters"):
+    for needle in ("Δ LoRA vs base", "LoRA share of full", "What each model still gets wrong", "trainable params", "Hyperparameters"):
         assert needle in html
     assert {"full_vs_base_auc_diff", "lora_vs_full_auc_diff", "lora_share_of_full_gain_auc"} <= set(comparison)
     assert comparison["full_vs_base_auc_diff"] > 0
@@ -95,3 +95,27 @@ def test_report_says_when_the_general_check_is_off(inputs):
                                             for m in ("full", "lora")})
     html, _ = build(off)
     assert "General-quality check off" in html and "dev AUC along alpha only" in html
+
+
+def test_report_says_what_each_model_gets_wrong(inputs):
+    """A plain sentence per model at the top, and the errors by pair type with their texts, counts matching."""
+    html, _ = build(inputs)
+    top = html.split("<h2>")[0]
+    for name in MODELS:
+        e = inputs.details[name]["errors"]
+        n_fp = sum(g["count"] for g in e["fp"].values())
+        n_fn = sum(g["count"] for g in e["fn"].values())
+        assert n_fp == inputs.details[name]["fp"]["count"]
+        negatives = int(inputs.metrics[name]["n_pairs"] - inputs.metrics[name]["n_positives"])
+        assert f"{name} (threshold" in top and f"{n_fp} of {negatives} incompatible pairs pass as compatible" in top
+        assert f"{n_fn} of {int(inputs.metrics[name]['n_positives'])} compatible pairs are rejected" in top
+    base_fp = inputs.details["base"]["errors"]["fp"]
+    worst = next(iter(base_fp.values()))["worst"][0]
+    assert worst["text_2"] in html  # the texts themselves are shown
+
+
+def test_error_groups_are_ordered_by_count_not_by_name():
+    from pairtune.report import by_count
+
+    groups = {"a": {"count": 1}, "b": {"count": 5}, "c": {"count": 5}}
+    assert list(by_count(groups)) == ["b", "c", "a"]  # details.json comes back with sorted keys

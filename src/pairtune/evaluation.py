@@ -19,12 +19,24 @@ from pairtune.params import Evaluate
 
 @dataclass(frozen=True)
 class Result:
-    metrics: dict[str, float]  # flat, numeric, finite: metrics/evaluate_<model>.json
+    metrics: dict[str, float]  # flat, numeric, finite: every figure (details.json; the headline is a subset)
     details: dict[str, Any]  # tables and texts for the report
     roc: list[dict[str, float]]  # dvc plots data
     scores: list[dict[str, Any]]
     histogram: list[dict[str, float]]  # cosine distribution per class, 40 bins over [-1, 1]
     predictions: list[dict[str, int]]
+
+
+# What `dvc exp show` / `dvc metrics diff` compare across experiments: the eight metrics (per-category
+# breakdown: see details), the AUC interval, under short names. Everything else goes to details.json.
+HEADLINE = {"spearman": "spearman", "margin": "margin", "cohens_d": "cohens_d", "auc": "auc",
+            "auc_low": "auc_ci_low", "auc_high": "auc_ci_high", "f1": "f1", "purity": "cluster_purity",
+            "fp": "fp_count"}
+
+
+def headline(metrics: dict[str, float]) -> dict[str, float]:
+    """The few numbers a person compares across experiments, from the full flat metrics."""
+    return {short: metrics[key] for short, key in HEADLINE.items() if key in metrics}
 
 
 def unique_texts(*splits: list[dict[str, Any]]) -> list[str]:
@@ -83,9 +95,9 @@ def evaluate(emb: np.ndarray, index: dict[str, int], dev: list[dict[str, Any]], 
                                               seed)
         out.update(cl)
     # 7. false positives at the dev F1 threshold, and at the common operating point (recall on dev)
-    fp = M.false_positives(s, y, eval_, threshold, cfg.worst_fp)
+    fp = M.false_positives(s, y, eval_, threshold, cfg.worst_errors)
     common = M.recall_threshold(s_dev, y_dev, cfg.recall_target)
-    fp_common = M.false_positives(s, y, eval_, common, cfg.worst_fp)
+    fp_common = M.false_positives(s, y, eval_, common, cfg.worst_errors)
     out.update(fp_count=fp["count"], fp_rate=fp["count"] / max(fp["negatives"], 1), threshold_common=common,
                fp_common_count=fp_common["count"], recall_common=M.classify(s, y, common)["recall"])
     for name, n in fp_common["by_pair_type"].items():
@@ -101,7 +113,7 @@ def evaluate(emb: np.ndarray, index: dict[str, int], dev: list[dict[str, Any]], 
 
     fpr, tpr, _ = roc_curve(y, s)
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 200)).astype(int))
-    details = {"fp": fp, "fp_common": fp_common, "by_category": by_cat, "by_pair_type": by_type,
+    details = {"metrics": _finite(out), "fp": fp, "errors": M.errors(s, y, eval_, threshold, cfg.worst_errors), "fp_common": fp_common, "by_category": by_cat, "by_pair_type": by_type,
                "umap": None if coords is None else [[round(float(a), 4), round(float(b), 4)] for a, b in coords],
                "cluster_labels": None if labels is None else labels.tolist(),
                "scores": [round(float(v), 6) for v in s], "labels": y.tolist(), "graded": graded.tolist()}

@@ -8,6 +8,7 @@ the only number picked on eval is the F1 *oracle*, labelled as such.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -239,3 +240,26 @@ def false_positives(scores: np.ndarray, y: np.ndarray, pairs: list[dict[str, Any
              "pair_type": pairs[i]["pair_type"], "category": pairs[i]["category"]} for i in order]
     return {"count": int(len(fp)), "negatives": int(np.sum(y == 0)), "by_pair_type": dict(sorted(by["pair_type"].items())),
             "by_category": dict(sorted(by["category"].items())), "worst": rows}
+
+
+def errors(scores: np.ndarray, y: np.ndarray, pairs: list[dict[str, Any]], threshold: float,
+           worst: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """False positives and false negatives at `threshold`, grouped by pair_type (most errors first): per
+    group the count, how many pairs of that type carry that label, how many of the errors are pairs whose
+    label the data marks as flipped (``label_flipped``: a label error, not a model error), and the `worst`
+    errors with their texts (false positives highest cosine first, false negatives lowest first)."""
+    pred = scores >= threshold
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for kind, label, mask, sign in (("fp", 0, (y == 0) & pred, -1.0), ("fn", 1, (y == 1) & ~pred, 1.0)):
+        totals = Counter(p["pair_type"] for p, t in zip(pairs, y, strict=True) if t == label)
+        groups: dict[str, list[int]] = {}
+        for i in np.where(mask)[0]:
+            groups.setdefault(pairs[i]["pair_type"], []).append(int(i))
+        out[kind] = {
+            t: {"count": len(ix), "of": totals[t], "flipped": sum(bool(pairs[i].get("label_flipped")) for i in ix),
+                "worst": [{"cosine": round(float(scores[i]), 4), "text_1": pairs[i]["text_1"],
+                           "text_2": pairs[i]["text_2"], "category": pairs[i]["category"],
+                           "label_flipped": bool(pairs[i].get("label_flipped"))}
+                          for i in sorted(ix, key=lambda i: (sign * scores[i], i))[:worst]]}
+            for t, ix in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))}
+    return out

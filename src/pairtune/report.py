@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pairtune.generate import PAIR_TYPE_WORDS
 from pairtune.metrics import paired_bootstrap
 
 MODELS = ("base", "full", "lora")
@@ -40,9 +41,9 @@ LOWER_IS_BETTER = {"fp_count", "fp_common_count", "mean_cos_neg", "cluster_noise
 
 @dataclass(frozen=True)
 class Inputs:
-    metrics: dict[str, dict[str, float]]  # per model, metrics/evaluate_<m>.json
+    metrics: dict[str, dict[str, float]]  # per model, every eval figure (details.json "metrics")
     details: dict[str, dict[str, Any]]  # per model, plots/evaluate_<m>/details.json
-    train: dict[str, dict[str, float]]  # per mode, metrics/train_<mode>.json
+    train: dict[str, dict[str, float]]  # per mode, dvclive/train_<mode>/train.json + train_wall_s
     curves: dict[str, dict[str, list[tuple[float, float]]]]  # per mode, per series: (step, value)
     data: dict[str, Any]  # metrics/prepare.json
     params: dict[str, Any]  # params.yaml, as read
@@ -51,7 +52,7 @@ class Inputs:
     bootstrap: int
     confidence: float
     seed: int
-    worst_fp: int
+    examples: int  # errors shown per model, kind and pair type
     interpolate: dict[str, dict[str, float]] = field(default_factory=dict)  # per mode, metrics/interpolate_<mode>.json
     alpha_curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # per mode, one row per alpha
 
@@ -256,6 +257,36 @@ def verdict(inp: Inputs, comparison: dict[str, float]) -> str:
     return (f"{head}: eval AUC {base:.3f} (base, {state}) → {full:.3f} (full) and {lora:.3f} (LoRA){kept}.")
 
 
+def _describe(pair_type: str) -> str:
+    words = PAIR_TYPE_WORDS.get(pair_type)
+    return f"{pair_type} ({words})" if words else pair_type
+
+
+def by_count(groups: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Error groups, most errors first (details.json is written with sorted keys, so order is not kept)."""
+    return dict(sorted(groups.items(), key=lambda kv: (-kv[1]["count"], kv[0])))
+
+
+def error_summary(inp: Inputs) -> list[str]:
+    """One plain sentence per model: what it still gets wrong at its dev threshold, biggest groups first."""
+    out = []
+    for name in MODELS:
+        errors, m = inp.details[name].get("errors"), inp.metrics[name]
+        if errors is None:
+            continue
+        parts = []
+        for kind, what, verb, total in (("fp", "incompatible", "pass as compatible", m["n_pairs"] - m["n_positives"]),
+                                        ("fn", "compatible", "are rejected", m["n_positives"])):
+            groups = by_count(errors[kind])
+            n = sum(g["count"] for g in groups.values())
+            top = ", ".join(f"{g['count']} of {g['of']} {_describe(t)}" for t, g in list(groups.items())[:2])
+            parts.append(f"{n} of {int(total)} {what} pairs {verb}" + (f", most often {top}" if n else ""))
+        flipped = sum(g["flipped"] for kind in errors.values() for g in kind.values())
+        tail = f". {flipped} of these errors are pairs the data marks as mislabelled (label_flipped)" if flipped else ""
+        out.append(f"{name} (threshold {m['threshold']:.3f} from dev): " + "; ".join(parts) + tail + ".")
+    return out
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "n/a" if math.isnan(v) else f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
@@ -332,10 +363,11 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True), trim_blocks=True,
                       lstrip_blocks=True)
     env.filters["fmt"] = _fmt
+    env.filters["by_count"] = by_count
     template = env.from_string(files("pairtune").joinpath("templates/report.html").read_text(encoding="utf-8"))
     html = template.render(
-        verdict=verdict(inp, comparison), charts=charts(inp), rows=rows, models=MODELS, cost=cost,
-        comparison=sorted(comparison.items()), details=inp.details, worst_fp=inp.worst_fp, data=inp.data,
+        verdict=verdict(inp, comparison), summary=error_summary(inp), charts=charts(inp), rows=rows, models=MODELS, cost=cost,
+        comparison=sorted(comparison.items()), details=inp.details, examples=inp.examples, data=inp.data,
         params=inp.params, versions=sorted(inp.versions.items()), bootstrap=inp.bootstrap,
         confidence=inp.confidence, metrics=m, breakdown_keys=("by_category", "by_pair_type"),
         retention=_retention_rows(inp),
