@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     p = params.load(args.params)
     dev, eval_ = read_prepared(f"{args.data}/dev.jsonl"), read_prepared(f"{args.data}/eval.jsonl")
     n_train = len(read_prepared(f"{args.data}/train.jsonl"))
-    evaluate = json.loads(Path(args.evaluate).read_text(encoding="utf-8"))["metrics"]  # evaluate's details.json
+    evaluate = json.loads(Path(args.evaluate).read_text(encoding="utf-8"))
+    evaluate = evaluate.get("metrics", evaluate)  # evaluate's details.json, or a flat file (interpolate's)
     model = models.load_model(args.model, "cpu")  # exports are CPU artefacts, parity is checked on the CPU
     with io.atomic_dir(args.out) as tmp:
         figures = export.build(model, Path(args.model), tmp, dev, eval_, n_train, evaluate, p.export,

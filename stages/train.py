@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     # trains the same bytes leaves the DVCLive folder (a cached out) byte-identical.
     io.write_json(Path(args.live) / "train.json", {k: v for k, v in metrics.items() if k != "train_wall_s"})
     io.write_json(args.metrics, {args.mode: {"train_s": metrics["train_wall_s"],
-                                             "size_mb": round(metrics["artifact_bytes"] / 1e6, 3)}})
+                                             "mb": round(metrics["artifact_bytes"] / 1e6, 3)}})
 
 
 if __name__ == "__main__":

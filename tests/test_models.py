@@ -54,7 +54,7 @@ def test_full_folder_is_a_sentence_transformer(trained):
     assert m["trainable_params"] == m["total_params"] and m["artifact_bytes"] > 0
     assert "train_wall_s" not in m  # a cached out: a retrain of the same bytes must not change it
     cost = json.loads((trained / "metrics/train_full.json").read_text())
-    assert set(cost) == {"full"} and set(cost["full"]) == {"train_s", "size_mb"}
+    assert set(cost) == {"full"} and set(cost["full"]) == {"train_s", "mb"}
 
 
 def test_lora_trains_only_adapter_weights_full_changes_base(trained, tiny_model_dir):
@@ -202,7 +202,7 @@ def test_evaluate_and_report_stages_on_tiny_model(trained, monkeypatch):
         headline = json.loads((trained / f"metrics/evaluate_{name}.json").read_text())
         # what `dvc exp show` lists: the headline under the model's name (unique column names), nothing else
         assert list(headline) == [name]
-        assert set(headline[name]) == {"spearman", "margin", "cohens_d", "auc", "auc_low", "auc_high", "f1",
+        assert set(headline[name]) == {"rho", "margin", "cohens_d", "auc", "auc_low", "auc_high", "f1",
                                        "purity", "fp"}
         m = json.loads((trained / f"plots/evaluate_{name}/details.json").read_text())["metrics"]
         for key in ("spearman", "margin", "cohens_d", "auc", "f1", "cluster_chance", "fp_count", "threshold",
