@@ -46,11 +46,11 @@ sweep: $(STAMP)
 	$(MAKE) --no-print-directory compare
 
 # The experiments table narrowed to what a sweep compares: changed params and metrics, without the creation
-# time, queue state and AUC interval columns (those stay in the files: dvc metrics diff); a one-param sweep fits
+# time, queue state, AUC interval and changed-dependency (path) columns (those stay in the files: dvc metrics diff); a one-param sweep fits
 # a 160-column terminal (README, "Compare experiments"). COMPARE_DROP='.*full\.' hides a model's columns too.
 COMPARE_DROP ?=
 compare: $(STAMP)
-	$(RUN) $(BIN)/dvc exp show --no-pager --only-changed --drop 'Created|State|Executor|.*auc_(low|high)$(if $(COMPARE_DROP),|$(COMPARE_DROP))'
+	$(RUN) $(BIN)/dvc exp show --no-pager --only-changed --drop 'Created|State|Executor|.*auc_(low|high)|.*/.*$(if $(COMPARE_DROP),|$(COMPARE_DROP))'
 
 # Models, adapter, data and the run-cache (so a teammate's repro of a setting already run restores it).
 push: $(STAMP)
