@@ -6,7 +6,8 @@ stage. Prints a table and writes bench/results.json with medians, ratios and the
 (eval AUC within 0.005 and Spearman within 0.01 of the reference).
 Run: make bench            (or: python bench/run.py --quick   for a smoke run;
      python bench/run.py --ablation   for the cost of turning each speed knob off;
-     python bench/run.py --inference  for PyTorch vs ONNX fp32 vs ONNX int8 serving an export folder)
+     python bench/run.py --inference  for PyTorch vs ONNX fp32 vs ONNX int8 serving an export folder;
+     python bench/run.py --ddp        for train.processes 2 vs 1, DDP through torchrun)
 """
 
 from __future__ import annotations
@@ -171,6 +172,63 @@ def inference(args: argparse.Namespace, mach: dict) -> None:
     print(f"wrote {args.out}")
 
 
+# Eval AUC of a trained model folder, loaded through the guard (as every stage loads it).
+_EVAL_AUC = """
+import json, sys
+import numpy as np
+from pairtune import metrics, models
+from pairtune.data import read_prepared
+from pairtune.evaluation import unique_texts
+ev = read_prepared(sys.argv[2] + "/eval.jsonl")
+texts = unique_texts(ev)
+s = metrics.pair_scores(models.embed(models.load_model(sys.argv[1], "cpu"), texts), {t: i for i, t in enumerate(texts)}, ev)
+print(json.dumps({"auc": metrics.auc(s, np.array([p["label"] for p in ev]) >= 0.5)}))
+"""
+
+
+def ddp(args: argparse.Namespace, runs: int, mach: dict) -> None:
+    """train.processes 2 vs 1 through the train stage itself (torchrun start-up included), alternating order:
+    stage wall time, the trainer's own time, and the eval AUC of what each wrote."""
+    from ruamel.yaml import YAML
+
+    modes = [m for m in ("full", "lora") if m in args.modes.split(",")]
+    raw: dict[str, dict[int, list[dict]]] = {m: {1: [], 2: []} for m in modes}
+    with tempfile.TemporaryDirectory(prefix="pairtune-ddp-bench-") as tmp:
+        yaml = YAML(typ="safe")
+        params = yaml.load((ROOT / "params.yaml").read_text())
+        for n in (1, 2):
+            params["train"]["processes"] = n
+            with open(f"{tmp}/params_{n}.yaml", "w") as fh:
+                yaml.dump(params, fh)
+        for r in range(runs):
+            for mode in modes:
+                for n in ((1, 2) if r % 2 == 0 else (2, 1)):
+                    out = f"{tmp}/{mode}_{n}_{r}"
+                    wall = _timed([sys.executable, "stages/train.py", "--mode", mode, "--data", args.data, "--base",
+                                   args.base, "--out", out, "--metrics", f"{out}.json", "--live", f"{out}_live",
+                                   "--params", f"{tmp}/params_{n}.yaml"], ROOT)
+                    res = {"stage_s": wall, "train_s": json.loads(Path(f"{out}.json").read_text())[mode]["train_s"],
+                           **_json_run([sys.executable, "-c", _EVAL_AUC, out, args.data])}
+                    raw[mode][n].append(res)
+                    print(f"run {r + 1}/{runs} {mode:4s} processes {n}: stage {wall:6.1f} s, trainer "
+                          f"{res['train_s']:6.1f} s, eval AUC {res['auc']:.4f}", flush=True)
+    everything = _load_results(args.out)
+    results = everything["machines"].setdefault(_kind(mach, args.isa), {})
+    results["machine"] = mach
+    results["ddp"] = {}
+    print(f"\n{_kind(mach, args.isa)}: {mach['machine']}; {mach['cores']} cores")
+    for mode, by in raw.items():
+        med = {n: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for n, rs in by.items()}
+        speedup = med[1]["stage_s"] / med[2]["stage_s"]
+        results["ddp"][mode] = {"median": {str(n): m for n, m in med.items()}, "speedup_2_over_1": speedup,
+                                "runs": runs, "raw": {str(n): rs for n, rs in by.items()}}
+        print(f"{mode:4s}: 1 process {med[1]['stage_s']:.1f} s (trainer {med[1]['train_s']:.1f} s, AUC "
+              f"{med[1]['auc']:.4f}); 2 processes {med[2]['stage_s']:.1f} s (trainer {med[2]['train_s']:.1f} s, "
+              f"AUC {med[2]['auc']:.4f}) -> x{speedup:.2f}")
+    Path(args.out).write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -184,6 +242,9 @@ def main() -> None:
     ap.add_argument("--inference", action="store_true",
                     help="only the inference benchmark of --export (PyTorch vs ONNX fp32 vs int8); other "
                          "sections of --out are kept")
+    ap.add_argument("--ddp", action="store_true",
+                    help="only the train stage with train.processes 1 vs 2 (DDP through torchrun), alternating, "
+                         "--runs runs each; other sections of --out are kept")
     ap.add_argument("--export", default="models/export/lora", help="export folder for --inference")
     ap.add_argument("--modes", default="full,lora", help="training modes to time (comma-separated)")
     ap.add_argument("--data", default="data/prepared")
@@ -208,6 +269,9 @@ def main() -> None:
 
     if args.ablation:
         ablation(args, runs, extra, mach)
+        return
+    if args.ddp:
+        ddp(args, runs, mach)
         return
     modes = [m for m in ("full", "lora") if m in args.modes.split(",")]
     raw: dict[str, dict[str, list[dict]]] = {m: {"reference": [], "pairtune": []} for m in modes}

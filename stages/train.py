@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+import tempfile
 from pathlib import Path
 
-from pairtune import io, models, params
+from pairtune import distributed, io, models, params
 from pairtune.data import is_binary, read_prepared
 from pairtune.errors import run_stage, setup_logging
 from pairtune.training import steps_per_epoch, train_mode
@@ -31,10 +33,24 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     setup_logging()
     p = params.load(args.params)
+    if p.train.processes > 1 and not distributed.in_worker():
+        # Start this very script as train.processes DDP workers; rank 0 writes everything below.
+        distributed.check_batch(p.train.batch_size, p.train.processes)
+        try:
+            distributed.launch(__file__, sys.argv[1:] if argv is None else argv, p.train.processes,
+                               models.pick_device(p.train.device))
+        finally:  # a worker torchrun had to SIGKILL leaves its temporary folder: nothing half-written stays
+            io.remove_stale(args.out)
+        return
     train_pairs = read_prepared(f"{args.data}/train.jsonl")
     dev_pairs = read_prepared(f"{args.data}/dev.jsonl")
     log.info("%d train pairs, %d steps per epoch, %d epochs", len(train_pairs),
              steps_per_epoch(len(train_pairs), p.train.batch_size), p.train.epochs)
+    if distributed.world()[0] != 0:  # other workers train their share and write nothing
+        with tempfile.TemporaryDirectory(prefix="pairtune-worker-") as scratch:
+            train_mode(args.mode, p, train_pairs, dev_pairs, is_binary(train_pairs + dev_pairs), args.base,
+                       scratch, None)
+        return
     with io.atomic_dir(args.out) as tmp:
         metrics = train_mode(args.mode, p, train_pairs, dev_pairs, is_binary(train_pairs + dev_pairs),
                              args.base, tmp, args.live)

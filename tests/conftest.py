@@ -64,7 +64,7 @@ TINY_PARAMS = {
     "base": {"model": "TINY", "probe_size": 16},
     "train": {"epochs": 1, "batch_size": 16, "warmup_steps": 2, "scheduler": "linear", "loss": "cosine",
               "checkpoint": "last", "device": "cpu", "bf16": False, "packing": True,
-              "fast_dropout": True, "compact_embedding": True, "full": {"lr": 1e-3},
+              "fast_dropout": True, "compact_embedding": True, "processes": 1, "full": {"lr": 1e-3},
               "lora": {"lr": 1e-2, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}},
     "evaluate": {"batch_size": 64, "bootstrap": 50, "confidence": 0.95, "recall_target": 0.9, "worst_errors": 5, "cluster": True,
                  "umap_neighbors": 5, "umap_min_dist": 0.1, "hdbscan_min_cluster": 5, "hdbscan_min_samples": 2},

@@ -53,6 +53,13 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records))
 
 
+def remove_stale(path: str | Path) -> None:
+    """Remove temporary siblings of `path` left by a writer that was killed (SIGKILL skips `finally`)."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces `path`, on failure it is removed.
@@ -61,8 +68,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run that was killed (SIGKILL skips finally)
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())
     try:

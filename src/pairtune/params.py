@@ -98,6 +98,7 @@ class Train:
     packing: Switch  # padding-free forward passes, both columns in one (pairtune.fastpath)
     fast_dropout: Switch  # dropout masks from 16-bit random lanes on CPU (pairtune.fastpath)
     compact_embedding: Switch  # full mode: only the word-embedding rows the train split uses get gradients
+    processes: int = dataclasses.field(metadata={"range": (1, 1024)})  # DDP workers (torchrun); 1 = one process
     full: FullMode
     lora: LoraMode
 

@@ -55,8 +55,10 @@ def _one_pass(cls: type) -> type:
     return type(cls.__name__, (cls,), {"forward": forward, "__module__": __name__})
 
 
-def build_loss(name: str, model: SentenceTransformer, binary: bool, one_pass: bool = False) -> Any:
-    """The loss named by `train.loss`; a loss that needs binary labels refuses graded ones."""
+def build_loss(name: str, model: SentenceTransformer, binary: bool, one_pass: bool = False,
+               gather: bool = False) -> Any:
+    """The loss named by `train.loss`; a loss that needs binary labels refuses graded ones. `gather`: under DDP,
+    in-batch negatives (mnrl) come from every worker's share of the batch, as in one process."""
     from sentence_transformers.sentence_transformer import losses
 
     if name in BINARY_LOSSES and not binary:
@@ -70,7 +72,24 @@ def build_loss(name: str, model: SentenceTransformer, binary: bool, one_pass: bo
         "online_contrastive": losses.OnlineContrastiveLoss,
         "mnrl": losses.MultipleNegativesRankingLoss,
     }[name]
-    return (_one_pass(cls) if one_pass else cls)(model)
+    kwargs = {"gather_across_devices": True} if gather and name == "mnrl" else {}
+    return (_one_pass(cls) if one_pass else cls)(model, **kwargs)
+
+
+def unused_parameters(model: SentenceTransformer, texts: list[str]) -> list[str]:
+    """Trainable parameters the sentence embedding of `texts` gets no gradient into (one backward pass in
+    eval mode: no dropout, so the random streams of training are untouched)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in model.preprocess(texts).items()}
+    model(features)["sentence_embedding"].float().sum().backward()
+    names = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return names
 
 
 def to_dataset(pairs: list[dict[str, Any]], loss: str) -> Any:
@@ -127,11 +146,21 @@ def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pai
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
-    from pairtune import fastpath
+    from pairtune import distributed, fastpath
 
     dataset = to_dataset(train_pairs, cfg.loss)
     best = cfg.checkpoint == "best"
     check = [p[key] for p in train_pairs[:16] for key in ("text_1", "text_2")]
+    _, workers = distributed.world()
+    per_worker = distributed.check_batch(cfg.batch_size, workers)
+    if workers > 1:
+        # DDP all-reduces every trainable parameter each step and fails on one that got no gradient ("Expected
+        # to have finished reduction"); its per-step search for such parameters costs. Parameters the sentence
+        # embedding never uses (BERT's pooler under mean pooling) are frozen instead: exact, since they would
+        # get zero gradients, and AdamW without weight decay never moves a parameter with zero gradients.
+        for name in unused_parameters(model, check[:4]):
+            model.get_parameter(name).requires_grad_(False)
+            log.info("DDP: %s gets no gradient from the sentence embedding: frozen", name)
     compact = None
     if knobs.compact_embedding:
         if best:  # a checkpoint reload during training would meet the swapped-in module
@@ -142,11 +171,11 @@ def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pai
           tempfile.TemporaryDirectory(prefix="pairtune-train-") as out):
         log.info("fast path: bf16 autocast %s, packing %s, cheap CPU dropout %s, compact embedding %s",
                  knobs.bf16, active.packed, active.fast_dropout, active.compact_embedding)
-        loss = build_loss(cfg.loss, model, binary, one_pass=active.packed)
+        loss = build_loss(cfg.loss, model, binary, one_pass=active.packed, gather=workers > 1)
         args = SentenceTransformerTrainingArguments(
             output_dir=out,
             num_train_epochs=cfg.epochs,
-            per_device_train_batch_size=cfg.batch_size,
+            per_device_train_batch_size=per_worker,  # the global batch is cfg.batch_size whatever the workers
             per_device_eval_batch_size=64,
             learning_rate=lr,
             warmup_steps=cfg.warmup_steps,
@@ -159,6 +188,8 @@ def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pai
             # on the 2-core CPU (bench/), and supported on CUDA as well.
             optim="adamw_torch_fused",
             use_cpu=device == "cpu",
+            ddp_backend=None if workers == 1 else "gloo" if device == "cpu" else "nccl",
+            ddp_find_unused_parameters=False,
             eval_strategy="epoch",
             save_strategy="epoch" if best else "no",
             save_total_limit=1 if best else None,
@@ -234,10 +265,10 @@ def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: 
 
     from transformers import set_seed
 
-    from pairtune import models
+    from pairtune import distributed, models
 
     out = Path(out)
-    device = models.pick_device(p.train.device)
+    device = distributed.local_device(models.pick_device(p.train.device))
     model = models.load_model(base_dir, device)
     set_seed(p.seed)
     if mode == "lora":
@@ -275,7 +306,8 @@ def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: 
                "final_loss": round(result.final_loss, 6), "train_wall_s": round(result.wall_s, 2),
                "device_cuda": int(device.startswith("cuda")), "packed": int(result.packed),
                "fast_dropout": int(result.fast_dropout), "compact_embedding": int(result.compact_embedding),
-               "bf16": int(result.bf16), "native_bf16": int(mach.native_bf16), "machine": mach.describe(), "lr": lr}
+               "bf16": int(result.bf16), "native_bf16": int(mach.native_bf16), "machine": mach.describe(), "lr": lr,
+               "processes": distributed.world()[1]}
     if result.best_dev_spearman is not None:
         metrics["best_dev_spearman"] = round(result.best_dev_spearman, 6)
     return metrics
