@@ -104,6 +104,15 @@ def _load_results(path: str) -> dict:
     return everything if "machines" in everything else {"machines": {}}  # older single-machine layout
 
 
+def _section(args: argparse.Namespace, mach: dict, name: str) -> tuple[dict, dict]:
+    """bench/results.json as read, and this machine kind's `name` section in it (emptied; machine recorded)."""
+    everything = _load_results(args.out)
+    results = everything["machines"].setdefault(_kind(mach, args.isa), {})
+    results["machine"] = mach
+    results[name] = {}
+    return everything, results
+
+
 def _kind(mach: dict, isa: str | None) -> str:
     return "cpu-" + ("native-bf16" if mach["native_bf16"] else "no-native-bf16") + (f"-{isa}-restricted"
                                                                                   if isa else "")
@@ -136,10 +145,7 @@ def ablation(args: argparse.Namespace, runs: int, extra: list[str], mach: dict) 
                     raw[mode][v].append(res)
                     print(f"run {r + 1}/{runs} {mode:4s} {v:16s} {res['wall_s']:7.1f} s  AUC {res['auc']:.4f}  "
                           f"Spearman {res['spearman']:.4f}  RSS {res['peak_rss_mb']:.0f} MB", flush=True)
-    everything = _load_results(args.out)
-    results = everything["machines"].setdefault(_kind(mach, args.isa), {})
-    results["machine"] = mach
-    results["ablation"] = {}
+    everything, results = _section(args, mach, "ablation")
     print(f"\n{mach['machine']}")
     for mode, by in raw.items():
         med = {v: {k: statistics.median(x[k] for x in rs) for k in ("wall_s", "auc", "spearman", "peak_rss_mb")}
@@ -157,9 +163,7 @@ def inference(args: argparse.Namespace, mach: dict) -> None:
     """bench/infer.py on an export folder: texts/s at batch 64 and single-text latency, three backends."""
     res = _json_run([sys.executable, "bench/infer.py", "--model", args.export, "--data", args.data,
                      "--rounds", str(1 if args.quick else 5)])
-    everything = _load_results(args.out)
-    results = everything["machines"].setdefault(_kind(mach, args.isa), {})
-    results["machine"] = mach
+    everything, results = _section(args, mach, "inference")
     results["inference"] = res
     print(f"\n{_kind(mach, args.isa)}: {mach['machine']}; {res['texts']} texts, {res['rounds']} rounds, "
           f"{args.export}")
@@ -212,10 +216,7 @@ def ddp(args: argparse.Namespace, runs: int, mach: dict) -> None:
                     raw[mode][n].append(res)
                     print(f"run {r + 1}/{runs} {mode:4s} processes {n}: stage {wall:6.1f} s, trainer "
                           f"{res['train_s']:6.1f} s, eval AUC {res['auc']:.4f}", flush=True)
-    everything = _load_results(args.out)
-    results = everything["machines"].setdefault(_kind(mach, args.isa), {})
-    results["machine"] = mach
-    results["ddp"] = {}
+    everything, results = _section(args, mach, "ddp")
     print(f"\n{_kind(mach, args.isa)}: {mach['machine']}; {mach['cores']} cores")
     for mode, by in raw.items():
         med = {n: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for n, rs in by.items()}
