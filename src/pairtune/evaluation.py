@@ -114,12 +114,14 @@ def evaluate(emb: np.ndarray, index: dict[str, int], dev: list[dict[str, Any]], 
 
     fpr, tpr, _ = roc_curve(y, s)
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 200)).astype(int))
-    details = {"metrics": _finite(out), "fp": fp, "errors": M.errors(s, y, eval_, threshold, cfg.worst_errors), "fp_common": fp_common, "by_category": by_cat, "by_pair_type": by_type,
+    metrics = _finite(out)
+    details = {"metrics": metrics, "fp": fp, "errors": M.errors(s, y, eval_, threshold, cfg.worst_errors),
+               "fp_common": fp_common, "by_category": by_cat, "by_pair_type": by_type,
                "umap": None if coords is None else [[round(float(a), 4), round(float(b), 4)] for a, b in coords],
                "cluster_labels": None if labels is None else labels.tolist(),
                "scores": [round(float(v), 6) for v in s], "labels": y.tolist(), "graded": graded.tolist()}
     return Result(
-        metrics=_finite(out), details=details,
+        metrics=metrics, details=details,
         roc=[{"fpr": round(float(fpr[i]), 6), "tpr": round(float(tpr[i]), 6)} for i in keep],
         scores=[{"pair": i, "cosine": round(float(v), 6), "label": int(y[i]), "pair_type": eval_[i]["pair_type"]}
                 for i, v in enumerate(s)],

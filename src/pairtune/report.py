@@ -366,7 +366,8 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
     env.filters["by_count"] = by_count
     template = env.from_string(files("pairtune").joinpath("templates/report.html").read_text(encoding="utf-8"))
     html = template.render(
-        verdict=verdict(inp, comparison), summary=error_summary(inp), charts=charts(inp), rows=rows, models=MODELS, cost=cost,
+        verdict=verdict(inp, comparison), summary=error_summary(inp), charts=charts(inp), rows=rows, models=MODELS,
+        cost=cost,
         comparison=sorted(comparison.items()), details=inp.details, examples=inp.examples, data=inp.data,
         params=inp.params, versions=sorted(inp.versions.items()), bootstrap=inp.bootstrap,
         confidence=inp.confidence, metrics=m, breakdown_keys=("by_category", "by_pair_type"),
