@@ -7,7 +7,8 @@ stage. Prints a table and writes bench/results.json with medians, ratios and the
 Run: make bench            (or: python bench/run.py --quick   for a smoke run;
      python bench/run.py --ablation   for the cost of turning each speed knob off;
      python bench/run.py --inference  for PyTorch vs ONNX fp32 vs ONNX int8 serving an export folder;
-     python bench/run.py --ddp        for train.processes 2 vs 1, DDP through torchrun)
+     python bench/run.py --ddp        for train.processes 2 vs 1, DDP through torchrun;
+     python bench/run.py --scale      for every stage at 10x and 100x the demo data)
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def machine_info() -> dict:
                                                           "python": platform.python_version()}
 
 
-def _json_run(cmd: list[str]) -> dict:
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True)
+def _json_run(cmd: list[str], cwd: Path = ROOT) -> dict:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, check=False)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -230,6 +231,75 @@ def ddp(args: argparse.Namespace, runs: int, mach: dict) -> None:
     print(f"wrote {args.out}")
 
 
+# Every stage in pipeline order, run one at a time (`dvc repro --single-item`) so each gets its own time and RSS.
+SCALE_STAGES = ("generate", "prepare", "base", "train@full", "train@lora", "evaluate@base", "evaluate@full",
+                "evaluate@lora", "interpolate@full", "interpolate@lora", "export@full", "export@lora", "report")
+SCALE_MAX_STEPS = 20  # training is not what --scale measures: a small step budget (train.max_steps)
+SCALE_SIZES = ("n_train", "n_dev", "n_eval")
+
+
+def _scale_params(params: dict, factor: int) -> dict:
+    """params.yaml with the demo data `factor` times the default sizes and training capped at a few steps."""
+    p = json.loads(json.dumps(params))
+    for key in SCALE_SIZES:
+        p["generate"][key] = params["generate"][key] * factor
+    p["train"]["max_steps"] = SCALE_MAX_STEPS
+    return p
+
+
+# Pairs and distinct texts per prepared split (embedding cost follows distinct texts, the rest follows pairs).
+_SPLIT_SIZES = """
+import json, sys
+from pairtune.data import read_prepared
+out = {}
+for split in ("train", "dev", "eval"):
+    pairs = read_prepared(f"data/prepared/{split}.jsonl")
+    out[split] = {"pairs": len(pairs), "texts": len({t for p in pairs for t in (p["text_1"], p["text_2"])})}
+print(json.dumps(out))
+"""
+
+
+def scale(args: argparse.Namespace, mach: dict) -> None:
+    """Every stage of a clean clone at `--factors` times the demo data (training capped at SCALE_MAX_STEPS):
+    wall seconds (DVC's own start-up included), peak RSS, and growth between the factors against the data's."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    factors = [int(f) for f in args.factors.split(",")]
+    params = yaml.load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    runs: dict[str, dict] = {}
+    for factor in factors:
+        with tempfile.TemporaryDirectory(prefix="pairtune-scale-") as tmp:
+            clone = Path(tmp) / "clone"
+            subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+            for d in ("models", "data/prepared", "data/raw/generated"):
+                shutil.rmtree(clone / d, ignore_errors=True)
+            with (clone / "params.yaml").open("w", encoding="utf-8") as fh:
+                yaml.dump(_scale_params(params, factor), fh)
+            stages = {}
+            for stage in SCALE_STAGES:
+                wall, peak = _timed_peak(["dvc", "repro", "--single-item", stage], clone)
+                stages[stage] = {"wall_s": round(wall, 1), "peak_rss_mb": round(peak)}
+                print(f"x{factor:<4d} {stage:17s} {wall:7.1f} s  {peak:6.0f} MB", flush=True)
+            sizes = _json_run([sys.executable, "-c", _SPLIT_SIZES], cwd=clone)
+            files = {"report_html": "plots/report.html", "evaluate_lora_details": "plots/evaluate_lora/details.json"}
+            runs[str(factor)] = {"stages": stages, "splits": sizes,
+                                 "bytes": {k: (clone / v).stat().st_size for k, v in files.items()
+                                           if (clone / v).exists()}}
+    everything, results = _section(args, mach, "scale")
+    results["scale"] = {"factors": factors, "max_steps": SCALE_MAX_STEPS, "runs": runs}
+    if len(factors) > 1:
+        lo, hi = str(factors[0]), str(factors[-1])
+        data_growth = factors[-1] / factors[0]
+        results["scale"]["growth"] = {s: runs[hi]["stages"][s]["wall_s"] / runs[lo]["stages"][s]["wall_s"]
+                                      for s in SCALE_STAGES}
+        print(f"\ngrowth x{factors[0]} -> x{factors[-1]} (data x{data_growth:g}):")
+        for stage, g in results["scale"]["growth"].items():
+            print(f"  {stage:17s} time x{g:5.2f}")
+    Path(args.out).write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -246,6 +316,9 @@ def main() -> None:
     ap.add_argument("--ddp", action="store_true",
                     help="only the train stage with train.processes 1 vs 2 (DDP through torchrun), alternating, "
                          "--runs runs each; other sections of --out are kept")
+    ap.add_argument("--scale", action="store_true",
+                    help="every stage on --factors times the demo data in a clean clone: time, peak RSS, growth")
+    ap.add_argument("--factors", default="10,100", help="data sizes for --scale, as multiples of params.yaml's")
     ap.add_argument("--export", default="models/export/lora", help="export folder for --inference")
     ap.add_argument("--modes", default="full,lora", help="training modes to time (comma-separated)")
     ap.add_argument("--data", default="data/prepared")
@@ -264,6 +337,9 @@ def main() -> None:
         if not (Path(args.export) / "onnx" / "model_qint8.onnx").exists():
             subprocess.run(["dvc", "repro", f"export@{Path(args.export).name}"], cwd=ROOT, env=_env(), check=True)
         inference(args, mach)
+        return
+    if args.scale:
+        scale(args, mach)
         return
     if not (Path(args.base) / "pairtune.json").exists() and args.base == "models/base":
         subprocess.run(["dvc", "repro", "base"], cwd=ROOT, env=_env(), check=True)

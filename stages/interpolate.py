@@ -40,36 +40,49 @@ def main(argv: list[str] | None = None) -> None:
     g, ev = p.general, p.evaluate
     alphas = I.grid(p.interpolate.steps)
     dev, eval_ = read_prepared(f"{args.data}/dev.jsonl"), read_prepared(f"{args.data}/eval.jsonl")
-    splits = {"dev": I.Split(dev, p.data.positive_threshold)}
+    cap = p.interpolate.grid_pairs
+    splits = {"dev": I.Split(I.sample(dev, cap, p.seed), p.data.positive_threshold)}
+    gen = None
     if g.path:
-        splits["general"] = I.Split(read_pairs(g.path, g), g.positive_threshold)
+        gen = I.Split(read_pairs(g.path, g), g.positive_threshold)  # the whole set: the reported figures
+        splits["general"] = I.Split(I.sample(gen.pairs, cap, p.seed), g.positive_threshold)
     else:
         log.info("general.path is empty: no retention check; alpha is chosen on dev AUC alone")
+    for name, whole_n in (("dev", len(dev)), ("general", len(gen.pairs) if gen else 0)):
+        if name in splits and len(splits[name].pairs) < whole_n:
+            log.info("%s: %d pairs; each grid point scores a seeded sample of %d (interpolate.grid_pairs)%s", name,
+                     whole_n, len(splits[name].pairs), ", alpha 0, 1 and the chosen one all" if name == "general" else "")
     device = models.pick_device(p.train.device)
     interp = I.Interpolator.between(models.load_model(args.base, device), models.load_model(args.model, device))
-    rows, scores = I.sweep(interp, alphas, splits, ev.batch_size)
-    out: dict[str, float] = {"general": int(bool(g.path)), "grid_points": len(alphas)}
-    if g.path:
+    cache: I.Cache = {}
+    rows, scores = I.sweep(interp, alphas, splits, ev.batch_size, cache)
+    out: dict[str, float] = {"general": int(bool(g.path)), "grid_points": len(alphas),
+                             "dev_grid_pairs": len(splits["dev"].pairs)}
+    if gen is not None:
         I.add_retention(rows)
-        gen = splits["general"]
-        s0, s1 = scores[0.0]["general"], scores[1.0]["general"]
-        out.update(general_pairs=len(gen.pairs), general_spearman_base=rows[0]["general_spearman"],
-                   general_spearman_tuned=rows[-1]["general_spearman"], retention_tuned=rows[-1]["retention"],
-                   general_auc_base=rows[0]["general_auc"], general_auc_tuned=rows[-1]["general_auc"])
-        out["retention_tuned_ci_low"], out["retention_tuned_ci_high"] = I.retention_ci(
-            s0, s1, gen.graded, ev.bootstrap, ev.confidence, p.seed)
     alpha, met = I.choose(rows, p.interpolate)
     chosen = next(r for r in rows if r["alpha"] == alpha)
     if not met:
         log.warning("no alpha > 0 keeps interpolate.min_retention %.3f of the base's general Spearman; chose "
                     "alpha %.2f, which keeps the most (%.3f)", p.interpolate.min_retention, alpha, chosen["retention"])
     out.update(alpha=alpha, retention_met=int(met), dev_auc=chosen["dev_auc"], dev_spearman=chosen["dev_spearman"])
-    if g.path:
-        out.update(general_spearman=chosen["general_spearman"], general_auc=chosen["general_auc"],
-                   retention=chosen["retention"])
-        out["retention_ci_low"], out["retention_ci_high"] = I.retention_ci(
-            scores[0.0]["general"], scores[alpha]["general"], splits["general"].graded, ev.bootstrap,
-            ev.confidence, p.seed)
+    if gen is not None:
+        # The reported general figures are on the whole set: rescore it where the grid saw a sample (only
+        # texts the grid did not embed at these alphas are encoded).
+        if splits["general"] is gen:
+            whole, s_gen = rows, scores
+        else:
+            whole, s_gen = I.sweep(interp, sorted({0.0, alpha, 1.0}), {"general": gen}, ev.batch_size, cache)
+            I.add_retention(whole)  # alpha 0 comes first
+        at = {r["alpha"]: r for r in whole}
+        out.update(general_pairs=len(gen.pairs), general_grid_pairs=len(splits["general"].pairs),
+                   general_spearman_base=at[0.0]["general_spearman"], general_spearman_tuned=at[1.0]["general_spearman"],
+                   retention_tuned=at[1.0]["retention"], general_auc_base=at[0.0]["general_auc"],
+                   general_auc_tuned=at[1.0]["general_auc"], general_spearman=at[alpha]["general_spearman"],
+                   general_auc=at[alpha]["general_auc"], retention=at[alpha]["retention"])
+        for key, a in (("retention_tuned", 1.0), ("retention", alpha)):
+            out[f"{key}_ci_low"], out[f"{key}_ci_high"] = I.retention_ci(
+                s_gen[0.0]["general"], s_gen[a]["general"], gen.graded, ev.bootstrap, ev.confidence, p.seed)
 
     with io.atomic_dir(args.out) as tmp:
         I.write_model(interp, alpha, Path(args.model), tmp)

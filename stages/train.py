@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     train_pairs = read_prepared(f"{args.data}/train.jsonl")
     dev_pairs = read_prepared(f"{args.data}/dev.jsonl")
-    log.info("%d train pairs, %d steps per epoch, %d epochs", len(train_pairs),
-             steps_per_epoch(len(train_pairs), p.train.batch_size), p.train.epochs)
+    log.info("%d train pairs, %d steps per epoch, %d epochs%s", len(train_pairs),
+             steps_per_epoch(len(train_pairs), p.train.batch_size), p.train.epochs,
+             f", stopping at step {p.train.max_steps} (train.max_steps)" if p.train.max_steps else "")
     if distributed.world()[0] != 0:  # other workers train their share and write nothing
         with tempfile.TemporaryDirectory(prefix="pairtune-worker-") as scratch:
             train_mode(args.mode, p, train_pairs, dev_pairs, is_binary(train_pairs + dev_pairs), args.base,

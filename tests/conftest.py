@@ -62,11 +62,12 @@ TINY_PARAMS = {
              "label_min": 0.0, "label_max": 1.0, "positive_threshold": 0.5},
     "prepare": {"dev_fraction": 0.15, "on_overlap": "error"},
     "base": {"model": "TINY", "probe_size": 16},
-    "train": {"epochs": 1, "batch_size": 16, "warmup_steps": 2, "scheduler": "linear", "loss": "cosine",
+    "train": {"epochs": 1, "max_steps": 0, "batch_size": 16, "warmup_steps": 2, "scheduler": "linear", "loss": "cosine",
               "checkpoint": "last", "device": "cpu", "bf16": False, "packing": True,
               "fast_dropout": True, "compact_embedding": True, "processes": 1, "full": {"lr": 1e-3},
               "lora": {"lr": 1e-2, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}},
     "evaluate": {"batch_size": 64, "bootstrap": 50, "confidence": 0.95, "recall_target": 0.9, "worst_errors": 5, "cluster": True,
+                 "cluster_sample": 0,
                  "umap_neighbors": 5, "umap_min_dist": 0.1, "hdbscan_min_cluster": 5, "hdbscan_min_samples": 2},
     "report": {"examples": 3},
     # a random 32-wide BERT: int8 keeps its ranking only roughly; int8 quality is tested on the real model
@@ -74,7 +75,8 @@ TINY_PARAMS = {
                "int8_spearman_tol": 0.2, "positive_label": "compatible", "negative_label": "incompatible"},
     "general": {"path": "data/general/tiny.tsv", "text_1": "sentence1", "text_2": "sentence2", "label": "score",
                 "label_min": 0.0, "label_max": 5.0, "positive_threshold": 0.6},
-    "interpolate": {"steps": 4, "rule": "auc_drop", "max_auc_drop": 0.05, "min_retention": 0.5},
+    "interpolate": {"steps": 4, "rule": "auc_drop", "max_auc_drop": 0.05, "min_retention": 0.5,
+                    "grid_pairs": 0},
 }
 
 

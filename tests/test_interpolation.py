@@ -79,7 +79,7 @@ def _row(alpha, dev_auc, retention=None):
 
 
 def _cfg(rule="retention", max_auc_drop=0.005, min_retention=0.9):
-    return Interpolate(steps=4, rule=rule, max_auc_drop=max_auc_drop, min_retention=min_retention)
+    return Interpolate(steps=4, rule=rule, max_auc_drop=max_auc_drop, min_retention=min_retention, grid_pairs=0)
 
 
 def test_choice_rule():
@@ -157,3 +157,44 @@ def test_general_off_and_bad_general_file(trained, monkeypatch, capsys):
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {bad}:3: label 'six' is not a number"
     assert not (trained / "models/interp_bad").exists() and not (trained / "metrics/interp_bad.json").exists()
+
+
+def test_no_text_is_embedded_twice_at_one_alpha(pieces, trained, monkeypatch):
+    """A second sweep sharing the cache encodes only the texts the first did not embed at its alphas."""
+    interp = pieces[0]["lora"][0]
+    texts = json.loads((trained / "models/base/probe.json").read_text())
+    first = I.Split([{"text_1": a, "text_2": b, "label": 1.0} for a, b in zip(texts[:8:2], texts[1:8:2])], 0.5)
+    whole = I.Split(first.pairs + [{"text_1": a, "text_2": b, "label": 0.0}
+                                   for a, b in zip(texts[8:16:2], texts[9:16:2])], 0.5)
+    encoded: list[str] = []
+    real = models.embed
+    monkeypatch.setattr(models, "embed", lambda m, t, bs=64: encoded.extend(t) or real(m, t, bs))
+    cache: I.Cache = {}
+    _, s_first = I.sweep(interp, [0.0, 0.5, 1.0], {"g": first}, 4, cache)
+    assert len(encoded) == 3 * 8
+    _, s_whole = I.sweep(interp, [0.0, 1.0], {"g": whole}, 4, cache)
+    assert len(encoded) == 3 * 8 + 2 * 8  # only the 8 new texts, at each of the two alphas
+    for a in (0.0, 1.0):  # cached and fresh rows are the same embeddings
+        assert np.array_equal(s_whole[a]["g"][:4], s_first[a]["g"])
+
+
+def test_grid_on_a_sample_reports_the_whole_general_set(trained, monkeypatch):
+    """grid_pairs below the set's size: the curve is on the sample, alpha 0/1/chosen on every pair."""
+    monkeypatch.chdir(trained)
+    params = json.loads(json.dumps(__import__("conftest").TINY_PARAMS))
+    params["base"]["model"] = "unused"
+    write_params(trained / "all.yaml", params)
+    params["interpolate"]["grid_pairs"] = 12
+    write_params(trained / "sampled.yaml", params)
+    whole = _stage(trained, "interp_all", params="all.yaml")
+    part = _stage(trained, "interp_part", params="sampled.yaml")
+    assert (part["general_grid_pairs"], part["general_pairs"]) == (12, whole["general_pairs"])
+    assert whole["general_grid_pairs"] == whole["general_pairs"] > 12
+    # Equal up to float rounding: a cached embedding came from a batch of other texts (other padding), and
+    # one swap of two near-tied cosines moves a 30-pair Spearman by 4e-4. The sample's own figure is far off.
+    sample_base = json.loads((trained / "plots/interp_part/curve.json").read_text())[0]["general_spearman"]
+    assert abs(sample_base - whole["general_spearman_base"]) > 0.01
+    for key in ("general_spearman_base", "general_spearman_tuned", "retention_tuned", "retention_tuned_ci_low",
+                "general_auc_base", "general_auc_tuned"):
+        assert part[key] == pytest.approx(whole[key], abs=2e-3), key
+    assert I.sample(list(range(30)), 12, 42) == I.sample(list(range(30)), 12, 42) != list(range(12))

@@ -54,6 +54,25 @@ def test_best_f1_threshold_matches_brute_force_over_full_range():
     assert M.best_f1_threshold(neg, np.array([0, 1, 1, 1])) < -0.7
 
 
+def _loop_threshold(scores, y):
+    """The threshold search as it was: classify() at every distinct cut, first best in descending order."""
+    cuts = np.unique(scores)[::-1]
+    f1 = [M.classify(scores, y, c)["f1"] for c in cuts]
+    i = int(np.argmax(f1))
+    return float((cuts[i] + (cuts[i + 1] if i + 1 < len(cuts) else -1.0)) / 2)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_best_f1_threshold_is_the_per_cut_search_exactly(seed):
+    """The sorted-count search picks the same threshold as classify() at every cut, ties and all."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 400))
+    y = rng.integers(0, 2, n)
+    s = np.round(rng.normal(0.3 * y, 0.3), int(rng.integers(1, 4)))  # coarse rounding: many tied scores
+    assert M.best_f1_threshold(s, y) == _loop_threshold(s, y)
+    assert M.best_f1_threshold(s, np.zeros(n, dtype=int)) == _loop_threshold(s, np.zeros(n, dtype=int))
+
+
 def test_recall_threshold():
     s = np.array([0.9, 0.7, 0.5, 0.3, 0.2])
     y = np.array([1, 1, 1, 1, 0])
@@ -85,8 +104,8 @@ def test_breakdown_single_class_groups_get_accuracy_not_margin():
 
 
 def _cfg(**kw):
-    base = dict(batch_size=8, bootstrap=50, confidence=0.95, recall_target=0.9, worst_errors=3, cluster=True, umap_neighbors=5,
-                umap_min_dist=0.1, hdbscan_min_cluster=5, hdbscan_min_samples=2)
+    base = dict(batch_size=8, bootstrap=50, confidence=0.95, recall_target=0.9, worst_errors=3, cluster=True,
+                cluster_sample=0, umap_neighbors=5, umap_min_dist=0.1, hdbscan_min_cluster=5, hdbscan_min_samples=2)
     return Evaluate(**(base | kw))
 
 
@@ -182,3 +201,18 @@ def test_errors_grouped_by_pair_type_worst_first():
     assert e["fn"]["c"]["count"] == 2 and [r["cosine"] for r in e["fn"]["c"]["worst"]] == [0.05, 0.2]  # lowest first
     assert "d" not in e["fn"] and e["fp"]["a"]["worst"][1]["label_flipped"]
     assert M.errors(scores, y, pairs, 0.5, worst=1)["fp"]["a"]["worst"] == e["fp"]["a"]["worst"][:1]
+
+
+def test_clustering_sees_a_seeded_sample_capped_by_cluster_sample():
+    dev, e_dev = _synthetic(40, 0.0, 1)
+    ev, e_ev = _synthetic(80, 0.0, 2)
+    emb = np.concatenate([e_dev, e_ev])
+    index = {t: i for i, t in enumerate([t for p in dev + ev for t in (p["text_1"], p["text_2"])])}
+    capped = evaluate(emb, index, dev, ev, _cfg(cluster_sample=30), 0.5, 0)
+    idx = capped.details["cluster_index"]
+    assert capped.metrics["cluster_points"] == 30 == len(capped.details["umap"]) == len(idx) == len(set(idx))
+    assert idx == sorted(idx) and idx == M.sample_indices(80, 30, 0).tolist()
+    whole = evaluate(emb, index, dev, ev, _cfg(cluster_sample=100), 0.5, 0)
+    assert whole.metrics["cluster_points"] == 80 and whole.details["cluster_index"] is None
+    for key in ("auc", "spearman", "f1", "threshold"):  # only the clustering sees the sample
+        assert capped.metrics[key] == whole.metrics[key]

@@ -323,3 +323,20 @@ def test_a_training_device_with_other_numerics_passes_its_own_guard(trained, tmp
                       "--params", str(trained / "params.yaml")])
     monkeypatch.undo()
     models.load_model(out)  # and the published model passes the guard on its own
+
+
+def test_max_steps_stops_training_mid_epoch(trained, tmp_path):
+    """train.max_steps caps the optimizer steps below one epoch; the model still saves and loads."""
+    from dataclasses import replace
+
+    from pairtune import params as P
+    from pairtune.training import train_mode
+
+    p = P.load(trained / "params.yaml")
+    p = replace(p, train=replace(p.train, max_steps=2, epochs=3))
+    out = tmp_path / "capped"
+    out.mkdir()
+    metrics = train_mode("lora", p, read_prepared(trained / "data/prepared/train.jsonl"),
+                         read_prepared(trained / "data/prepared/dev.jsonl"), True, str(trained / "models/base"), out, None)
+    assert metrics["steps"] == 2
+    models.load_model(out)

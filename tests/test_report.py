@@ -119,3 +119,21 @@ def test_error_groups_are_ordered_by_count_not_by_name():
 
     groups = {"a": {"count": 1}, "b": {"count": 5}, "c": {"count": 5}}
     assert list(by_count(groups)) == ["b", "c", "a"]  # details.json comes back with sorted keys
+
+
+def test_report_says_which_figures_come_from_a_sample(inputs):
+    """evaluate.cluster_sample and interpolate.grid_pairs: the captions name the sample; the charts still render."""
+    import dataclasses
+
+    from pairtune import metrics as M
+
+    details = {n: dict(d) for n, d in inputs.details.items()}
+    metrics = {n: dict(m, cluster_points=20) for n, m in inputs.metrics.items()}
+    idx = M.sample_indices(len(details["base"]["labels"]), 20, 0).tolist()
+    for d in details.values():
+        d["umap"], d["cluster_index"] = [d["umap"][i] for i in idx], idx
+    interp = {m: dict(i, general_pairs=1500, general_grid_pairs=1000) for m, i in inputs.interpolate.items()}
+    html, _ = build(dataclasses.replace(inputs, metrics=metrics, details=details, interpolate=interp))
+    assert "A seeded sample of 20 of the 60 eval pairs (evaluate.cluster_sample)" in html
+    assert "on a seeded sample of 1000 of the 1500 general pairs" in html
+    assert "seeded sample" not in build(inputs)[0]

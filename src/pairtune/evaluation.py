@@ -89,12 +89,15 @@ def evaluate(emb: np.ndarray, index: dict[str, int], dev: list[dict[str, Any]], 
     for name, fn in stats.items():
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = M.bootstrap_ci(fn, len(s), cfg.bootstrap, cfg.confidence, seed)
     # 6. cluster purity
-    coords = labels = None
+    coords = labels = clustered = None
     if cfg.cluster:
-        cl, coords, labels = M.cluster_purity(M.pair_points(emb, index, eval_), y, cfg.umap_neighbors,
-                                              cfg.umap_min_dist, cfg.hdbscan_min_cluster, cfg.hdbscan_min_samples,
-                                              seed)
-        out.update(cl)
+        # UMAP's cost grows faster than the pairs: a seeded sample of at most cluster_sample pairs (recorded)
+        clustered = M.sample_indices(len(eval_), cfg.cluster_sample, seed)
+        cl, coords, labels = M.cluster_purity(M.pair_points(emb, index, [eval_[i] for i in clustered]),
+                                              y[clustered],
+                                              cfg.umap_neighbors, cfg.umap_min_dist, cfg.hdbscan_min_cluster,
+                                              cfg.hdbscan_min_samples, seed)
+        out.update(cl, cluster_points=len(clustered))
     # 7. false positives at the dev F1 threshold, and at the common operating point (recall on dev)
     fp = M.false_positives(s, y, eval_, threshold, cfg.worst_errors)
     common = M.recall_threshold(s_dev, y_dev, cfg.recall_target)
@@ -119,6 +122,8 @@ def evaluate(emb: np.ndarray, index: dict[str, int], dev: list[dict[str, Any]], 
                "fp_common": fp_common, "by_category": by_cat, "by_pair_type": by_type,
                "umap": None if coords is None else [[round(float(a), 4), round(float(b), 4)] for a, b in coords],
                "cluster_labels": None if labels is None else labels.tolist(),
+               # which eval pairs the UMAP points are (None: all of them, in order)
+               "cluster_index": None if clustered is None or len(clustered) == len(eval_) else clustered.tolist(),
                "scores": [round(float(v), 6) for v in s], "labels": y.tolist(), "graded": graded.tolist()}
     return Result(
         metrics=metrics, details=details,

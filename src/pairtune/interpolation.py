@@ -4,7 +4,11 @@ theta(alpha) = lerp(theta_base, theta_tuned, alpha): alpha 0 is the base model a
 exactly (lerp is exact at both ends). For LoRA the tuned weights are the merged ones, so theta(alpha) is
 the base plus alpha times the adapter's delta, which is what an adapter with its B matrices scaled by
 alpha gives. One model holds the weights and each grid point rewrites only the tensors tuning changed
-(12 for a query/value LoRA): no reload, and each text is embedded once per alpha.
+(12 for a query/value LoRA): no reload, and each text is embedded once per alpha (`Cache`).
+
+The cost is embedding: (grid points) x (distinct dev + general texts) / throughput. A general set larger than
+`interpolate.grid_pairs` is scored on a seeded sample of that size at each grid point, and in full
+at alpha 0, 1 and the chosen alpha (the reported retention), so the cost stops growing with the set.
 
 alpha is chosen on the dev split and the general set only (`choose`); eval is scored once, at the choice.
 """
@@ -94,15 +98,32 @@ def _quality(s: np.ndarray, split: Split) -> dict[str, float]:
     return {"auc": M.auc(s, y) if M.both_classes(y) else math.nan, "spearman": M.spearman(s, split.graded)}
 
 
-def sweep(interp: Interpolator, alphas: list[float], splits: dict[str, Split],
-          batch_size: int) -> tuple[list[dict[str, float]], dict[float, dict[str, np.ndarray]]]:
-    """For each alpha: AUC and Spearman on every split. Returns the curve rows and the cosines per alpha."""
+Cache = dict[float, dict[str, "np.ndarray"]]  # alpha -> text -> embedding: nothing is embedded twice at one alpha
+
+
+def embed_at(interp: Interpolator, alpha: float, texts: list[str], batch_size: int, cache: Cache) -> np.ndarray:
+    """Embeddings of `texts` at alpha, one row a text; only texts not yet in `cache` at this alpha are encoded."""
+    have = cache.setdefault(alpha, {})
+    new = [t for t in texts if t not in have]
+    if new:
+        interp.set(alpha)
+        have.update(zip(new, models.embed(interp.model, new, batch_size), strict=True))
+    return np.stack([have[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
+
+
+def sweep(interp: Interpolator, alphas: list[float], splits: dict[str, Split], batch_size: int,
+          cache: Cache | None = None) -> tuple[list[dict[str, float]], dict[float, dict[str, np.ndarray]]]:
+    """For each alpha: AUC and Spearman on every split. Returns the curve rows and the cosines per alpha.
+
+    Pass the same `cache` to a later call (e.g. the whole general set at a few alphas after a grid on a
+    sample of it) and the texts it already embedded at those alphas are not embedded again.
+    """
+    cache = {} if cache is None else cache
     texts = sorted({t for sp in splits.values() for t in sp.texts()})
     index = {t: i for i, t in enumerate(texts)}
     rows, scores = [], {}
     for alpha in alphas:
-        interp.set(alpha)
-        emb = models.embed(interp.model, texts, batch_size)
+        emb = embed_at(interp, alpha, texts, batch_size, cache)
         scores[alpha] = {name: M.pair_scores(emb, index, sp.pairs) for name, sp in splits.items()}
         row: dict[str, float] = {"alpha": alpha}
         for name, sp in splits.items():
@@ -111,6 +132,11 @@ def sweep(interp: Interpolator, alphas: list[float], splits: dict[str, Split],
         rows.append(row)
         log.info("alpha %.2f: %s", alpha, ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "alpha"))
     return rows, scores
+
+
+def sample(pairs: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    """At most `n` of the pairs (0 = all): a seeded sample, kept in file order."""
+    return [pairs[i] for i in M.sample_indices(len(pairs), n, seed)]
 
 
 def add_retention(rows: list[dict[str, float]]) -> None:

@@ -80,11 +80,13 @@ def best_f1_threshold(scores: np.ndarray, y: np.ndarray) -> float:
     cut, so a score equal to a dev score is classified as on dev.
     """
     cuts = np.unique(scores)[::-1]  # descending
-    best_f1, best_i = -1.0, 0
-    for i, cut in enumerate(cuts):
-        f1 = classify(scores, y, cut)["f1"]
-        if f1 > best_f1:
-            best_f1, best_i = f1, i
+    # F1 at every cut at once from sorted counts (O(n log n); a classify() per cut was O(n^2): 4 s at 30,000
+    # dev pairs). 2tp / (2tp + fp + fn) = 2tp / (predicted + actual positives), the same integers as classify.
+    predicted = len(scores) - np.searchsorted(np.sort(scores), cuts, side="left")
+    tp = np.sum(y == 1) - np.searchsorted(np.sort(scores[y == 1]), cuts, side="left")
+    denom = predicted + np.sum(y == 1)
+    f1 = np.divide(2 * tp, denom, out=np.zeros(len(cuts)), where=denom > 0)
+    best_i = int(np.argmax(f1))  # the first (highest) cut among equal F1s
     lower = cuts[best_i + 1] if best_i + 1 < len(cuts) else -1.0
     return float((cuts[best_i] + lower) / 2)
 
@@ -143,6 +145,13 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, y: np.ndarray, graded: np.nda
                               confidence, seed)
         out[f"{name}_diff"], out[f"{name}_diff_ci_low"], out[f"{name}_diff_ci_high"] = diff, lo, hi
     return out
+
+
+def sample_indices(n: int, cap: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded sample of at most `cap` of n items (all of them when cap is 0 or >= n)."""
+    if not cap or n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
 
 
 def pair_points(emb: np.ndarray, index: dict[str, int], pairs: list[dict[str, Any]]) -> np.ndarray:

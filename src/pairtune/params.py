@@ -87,6 +87,7 @@ class LoraMode:
 @dataclass(frozen=True)
 class Train:
     epochs: int
+    max_steps: int = dataclasses.field(metadata={"range": (0, 10**9)})  # stop after this many (0 = epochs decide)
     batch_size: int
     warmup_steps: int
     scheduler: str  # a transformers lr_scheduler_type
@@ -110,6 +111,7 @@ class Evaluate:
     confidence: float
     recall_target: float  # common operating point: each model's threshold for this recall on dev
     cluster: bool  # UMAP + HDBSCAN cluster purity (about 9 s of numba JIT per stage)
+    cluster_sample: int = dataclasses.field(metadata={"range": (0, 10**9)})  # pairs clustered at most (0 = all)
     worst_errors: int  # worst false positives and negatives kept per model and pair type
     umap_neighbors: int
     umap_min_dist: float
@@ -139,6 +141,7 @@ class Interpolate:
     rule: Literal["auc_drop", "retention"]  # how alpha is chosen (see pairtune.interpolation.choose)
     max_auc_drop: float  # auc_drop: most retention whose dev AUC is within this of the best alpha's
     min_retention: float  # retention: best dev AUC among alphas keeping this share of the base's general Spearman
+    grid_pairs: int = dataclasses.field(metadata={"range": (0, 10**9)})  # dev/general pairs per grid point (0 = all)
 
 
 @dataclass(frozen=True)

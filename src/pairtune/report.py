@@ -122,13 +122,19 @@ def charts(inp: Inputs) -> list[tuple[str, str, str]]:
         fig, axes = plt.subplots(1, 3, figsize=(11, 3.3))
         for ax, name in zip(axes, MODELS, strict=True):
             xy, y = np.array(d[name]["umap"]), np.array(d[name]["labels"])
+            if d[name].get("cluster_index") is not None:  # evaluate.cluster_sample: a sample of the pairs
+                y = y[d[name]["cluster_index"]]
             ax.scatter(xy[y == 1, 0], xy[y == 1, 1], s=6, color="#2ca02c", label="compatible")
             ax.scatter(xy[y == 0, 0], xy[y == 0, 1], s=6, color="#ff7f0e", label="incompatible")
             ax.set_title(f"{name}: purity {m[name].get('cluster_purity', math.nan):.2f}")
             ax.set_xticks([])
             ax.set_yticks([])
         axes[0].legend(markerscale=2)
-        out.append(("UMAP of eval pairs", "One point per pair: [e1*e2, |e1-e2|], UMAP to 2-d (cosine).", _png(fig)))
+        n_points = m["base"].get("cluster_points", len(d["base"]["labels"]))
+        sampled = (f" A seeded sample of {n_points:.0f} of the {len(d['base']['labels'])} eval pairs "
+                   "(evaluate.cluster_sample)." if n_points < len(d["base"]["labels"]) else "")
+        out.append(("UMAP of eval pairs", "One point per pair: [e1*e2, |e1-e2|], UMAP to 2-d (cosine)." + sampled,
+                    _png(fig)))
 
         fig, ax = plt.subplots(figsize=(4.5, 3))
         ax.bar(MODELS, [m[n].get("cluster_purity", 0) for n in MODELS], color=[COLORS[n] for n in MODELS])
@@ -215,6 +221,11 @@ def _tradeoff_chart(inp: Inputs) -> tuple[str, str, str]:
     caption = ("theta(alpha) = base + alpha * (tuned - base); numbers next to points are alpha. Both axes are "
                "dev/general figures: alpha is chosen here, then scored once on eval (table above)."
                if general else "No general set (general.path is empty): dev AUC along alpha only.")
+    sampled = {m: i for m, i in inp.interpolate.items() if i.get("general_grid_pairs", 0) < i.get("general_pairs", 0)}
+    for mode, i in sorted(sampled.items()):
+        caption += (f" {mode}: general Spearman along alpha is on a seeded sample of {i['general_grid_pairs']:.0f} of "
+                    f"the {i['general_pairs']:.0f} general pairs (interpolate.grid_pairs); retention in the "
+                    "table is on all of them.")
     return "Forgetting and buying it back: base-to-tuned interpolation", caption, _png(fig)
 
 

@@ -175,6 +175,7 @@ def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pai
         args = SentenceTransformerTrainingArguments(
             output_dir=out,
             num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps or -1,  # -1: transformers' 'no limit', epochs decide
             per_device_train_batch_size=per_worker,  # the global batch is cfg.batch_size whatever the workers
             per_device_eval_batch_size=64,
             learning_rate=lr,
