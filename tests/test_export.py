@@ -53,6 +53,7 @@ def test_export_folder_has_every_artefact_and_records_parity(exported, mode):
     m = json.loads((exported / f"metrics/export_{mode}.json").read_text())
     assert m["threshold"] == manifest["threshold"] and m["threshold_int8"] == manifest["threshold_int8"]
     assert m["standalone_max_abs"] <= 1e-5 and m["onnx_cosine_max_abs"] <= 1e-4
+    assert m["standalone_texts"] == 20  # export.parity_texts: a sample of the dev + eval texts
     assert m["bytes_int8"] < m["bytes_onnx"]
     card = (folder / "README.md").read_text()
     assert f"pairtune export: {mode}" in card and "0.9000 [0.8500, 0.9500]" in card and str(exported) not in card

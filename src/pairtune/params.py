@@ -149,6 +149,7 @@ class Export:
     opset: int  # ONNX opset of torch's exporter
     int8_per_channel: bool  # dynamic int8 scales per output channel (else one per tensor)
     embed_atol: float  # standalone folder vs the pipeline's embeddings: largest |delta| allowed
+    parity_texts: int = dataclasses.field(metadata={"range": (0, 10**9)})  # texts embed_atol is checked on (0 = all)
     onnx_atol: float  # ONNX fp32 vs PyTorch cosines: largest |delta| allowed
     int8_auc_tol: float  # int8 vs fp32 ONNX eval AUC: largest |delta| allowed
     int8_spearman_tol: float  # int8 vs fp32 ONNX eval Spearman: largest |delta| allowed
