@@ -252,7 +252,12 @@ def _compact_embedding(model: SentenceTransformer, texts: list[str]) -> Iterator
     full = backbone.get_input_embeddings()
     tokenizer = model[0].tokenizer
     # Tokenised without truncation: a superset of what training sees is safe (an extra row stays exact).
-    ids = {i for seq in tokenizer(texts, add_special_tokens=True)["input_ids"] for i in seq}
+    # Distinct texts, in chunks: one call on every text held an Encoding object per text (+1.2 GB peak RSS at
+    # 147,500 train pairs).
+    distinct, ids = sorted(set(texts)), set()
+    for start in range(0, len(distinct), 4096):
+        ids.update(i for seq in tokenizer(distinct[start:start + 4096], add_special_tokens=True)["input_ids"]
+                   for i in seq)
     ids |= set(tokenizer.all_special_ids)
     ids.discard(full.padding_idx)  # the stock embedding never trains the padding row either
     rows = torch.tensor(sorted(ids), dtype=torch.long, device=full.weight.device)
