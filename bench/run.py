@@ -96,6 +96,15 @@ def _timed_peak(cmd: list[str], cwd: Path) -> tuple[float, float]:
     return time.perf_counter() - start, int(out.split()[-1]) / 1024
 
 
+def _clean_clone(tmp: str) -> Path:
+    """A git clone of the repo in `tmp` without the pipeline's outputs, as a fresh checkout has it."""
+    clone = Path(tmp) / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    for d in ("models", "data/prepared", "data/raw/generated"):
+        shutil.rmtree(clone / d, ignore_errors=True)
+    return clone
+
+
 KNOBS = ("bf16", "packing", "fast_dropout", "compact_embedding")  # train.* switches: speed, not the recipe
 
 
@@ -270,10 +279,7 @@ def scale(args: argparse.Namespace, mach: dict) -> None:
     runs: dict[str, dict] = {}
     for factor in factors:
         with tempfile.TemporaryDirectory(prefix="pairtune-scale-") as tmp:
-            clone = Path(tmp) / "clone"
-            subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-            for d in ("models", "data/prepared", "data/raw/generated"):
-                shutil.rmtree(clone / d, ignore_errors=True)
+            clone = _clean_clone(tmp)
             with (clone / "params.yaml").open("w", encoding="utf-8") as fh:
                 yaml.dump(_scale_params(params, factor), fh)
             stages = {}
@@ -380,10 +386,7 @@ def main() -> None:
                                      "raw": by}
     if not args.quick:
         with tempfile.TemporaryDirectory() as tmp:
-            clone = Path(tmp) / "clone"
-            subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-            for d in ("models", "data/prepared", "data/raw/generated"):
-                shutil.rmtree(clone / d, ignore_errors=True)
+            clone = _clean_clone(tmp)
             e2e, peak = _timed_peak(["dvc", "repro", "--force"], clone)
             noop = statistics.median(_timed(["dvc", "repro"], clone) for _ in range(3))
             ev = _timed([sys.executable, "stages/evaluate.py", "--model", "models/lora", "--data", "data/prepared",
