@@ -6,9 +6,9 @@ the base plus alpha times the adapter's delta, which is what an adapter with its
 alpha gives. One model holds the weights and each grid point rewrites only the tensors tuning changed
 (12 for a query/value LoRA): no reload, and each text is embedded once per alpha (`Cache`).
 
-The cost is embedding: (grid points) x (distinct dev + general texts) / throughput. A general set larger than
-`interpolate.grid_pairs` is scored on a seeded sample of that size at each grid point, and in full
-at alpha 0, 1 and the chosen alpha (the reported retention), so the cost stops growing with the set.
+The cost is embedding: (grid points) x (distinct dev + general texts) / throughput. A dev or general split
+larger than `interpolate.grid_pairs` is scored on a seeded sample of that size at each grid point (the general
+set in full at alpha 0, 1 and the chosen alpha: the reported retention), so the cost stops growing with them.
 
 alpha is chosen on the dev split and the general set only (`choose`); eval is scored once, at the choice.
 """
