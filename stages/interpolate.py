@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     y = (graded >= p.data.positive_threshold).astype(int)
     out.update(eval_auc=M.auc(s, y), eval_spearman=M.spearman(s, graded))
     out["eval_auc_ci_low"], out["eval_auc_ci_high"] = M.bootstrap_ci(
-        lambda i: M.auc(s[i], y[i]), len(s), ev.bootstrap, ev.confidence, p.seed)
+        lambda i: M.auc_rows(s[i], y[i]), len(s), ev.bootstrap, ev.confidence, p.seed)
     log.info("chose alpha %.2f on dev%s: eval AUC %.4f, Spearman %.4f", alpha,
              " + general" if g.path else "", out["eval_auc"], out["eval_spearman"])
     with io.atomic_dir(args.plots) as tmp:

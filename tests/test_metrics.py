@@ -81,11 +81,37 @@ def test_recall_threshold():
 
 
 def test_bootstrap_is_deterministic_and_brackets_the_estimate():
-    fn = lambda i: M.auc(S[i], Y[i])  # noqa: E731
+    fn = lambda i: M.auc_rows(S[i], Y[i])  # noqa: E731
     a = M.bootstrap_ci(fn, len(S), 200, 0.95, seed=3)
     assert a == M.bootstrap_ci(fn, len(S), 200, 0.95, seed=3)
     assert a != M.bootstrap_ci(fn, len(S), 200, 0.95, seed=4)
     assert a[0] < M.auc(S, Y) < a[1]
+
+
+def test_row_statistics_equal_sklearn_and_scipy_per_row():
+    r = np.random.default_rng(5)
+    y = r.integers(0, 2, (40, 60))
+    y[0] = 1  # one class: undefined
+    s = np.round(r.normal(0.3 * y, 0.3), 1)  # coarse: many ties
+    g = np.round(r.random((40, 60)), 1)
+    g[1] = 0.5  # constant: undefined
+    auc, rho = M.auc_rows(s, y), M.spearman_rows(s, g)
+    margin, f1 = M.margin_rows(s, y), M.f1_rows(s, y, 0.2)
+    for k in range(40):
+        assert np.isnan(auc[k]) if k == 0 else auc[k] == pytest.approx(M.auc(s[k], y[k]), abs=1e-12)
+        assert np.isnan(rho[k]) if k == 1 else rho[k] == pytest.approx(M.spearman(s[k], g[k]), abs=1e-12)
+        assert np.isnan(margin[k]) if k == 0 else margin[k] == pytest.approx(M.margin(s[k], y[k])["margin"])
+        assert f1[k] == pytest.approx(M.classify(s[k], y[k], 0.2)["f1"])
+
+
+def test_bootstrap_equals_one_resample_at_a_time(monkeypatch):
+    """Chunked, vectorised resampling gives the interval of the per-resample loop it replaced."""
+    rng_ = np.random.default_rng(3)
+    values = [M.auc(S[i], Y[i]) for i in (rng_.integers(0, len(S), len(S)) for _ in range(300))]
+    expected = tuple(np.quantile([v for v in values if not np.isnan(v)], [0.025, 0.975]))
+    monkeypatch.setattr(M, "BOOTSTRAP_CELLS", 7 * len(S) + 3)  # 7 rows a chunk, the last one short
+    assert M.bootstrap_ci(lambda i: M.auc_rows(S[i], Y[i]), len(S), 300, 0.95, 3) == pytest.approx(expected,
+                                                                                                 abs=1e-12)
 
 
 def test_paired_bootstrap_sign():

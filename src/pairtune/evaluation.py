@@ -83,9 +83,8 @@ def evaluate(emb: np.ndarray, index: dict[str, int], dev: list[dict[str, Any]], 
     oracle = M.best_f1_threshold(s, y)
     out["f1_oracle"], out["threshold_oracle"] = M.classify(s, y, oracle)["f1"], oracle
     # confidence intervals: resample eval pairs, threshold fixed from dev
-    stats = {"spearman": lambda i: M.spearman(s[i], graded[i]), "auc": lambda i: M.auc(s[i], y[i]),
-             "margin": lambda i: M.margin(s[i], y[i])["margin"],
-             "f1": lambda i: M.classify(s[i], y[i], threshold)["f1"]}
+    stats = {"spearman": lambda i: M.spearman_rows(s[i], graded[i]), "auc": lambda i: M.auc_rows(s[i], y[i]),
+             "margin": lambda i: M.margin_rows(s[i], y[i]), "f1": lambda i: M.f1_rows(s[i], y[i], threshold)}
     for name, fn in stats.items():
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = M.bootstrap_ci(fn, len(s), cfg.bootstrap, cfg.confidence, seed)
     # 6. cluster purity

@@ -115,34 +115,85 @@ def classify(scores: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, f
             "accuracy": ratio(tp + tn, len(y))}
 
 
-def bootstrap_ci(stat: Callable[[np.ndarray], float], n: int, resamples: int, confidence: float,
-                 seed: int) -> tuple[float, float]:
-    """Percentile bootstrap interval of `stat(indices)` over `resamples` resamples of n items (seeded).
+# Index cells per bootstrap chunk: the (resamples, n) index matrix and its ranks are built this many at a
+# time, so memory stays ~50 MB whatever the pair count (40,000 eval pairs x 1000 resamples is 40M cells).
+BOOTSTRAP_CELLS = 1 << 21
 
-    Resamples where the statistic is undefined (one class drawn) are skipped.
+
+def bootstrap_ci(stat: Callable[[np.ndarray], np.ndarray], n: int, resamples: int, confidence: float,
+                 seed: int) -> tuple[float, float]:
+    """Percentile bootstrap interval over `resamples` resamples of n items (seeded).
+
+    `stat` takes a (k, n) matrix of resampled indices, one resample per row, and returns its k values (the
+    `*_rows` functions below); a NaN (undefined: one class drawn) is skipped. Rows are drawn in chunks from
+    one generator, the same stream as drawing them one at a time.
     """
     rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(resamples):
-        v = stat(rng.integers(0, n, n))
-        if not math.isnan(v):
-            values.append(v)
-    if not values:
+    chunk = max(1, BOOTSTRAP_CELLS // max(n, 1))
+    parts = [np.asarray(stat(rng.integers(0, n, (min(chunk, resamples - start), n))), dtype=float)
+             for start in range(0, resamples, chunk)]
+    values = np.concatenate(parts) if parts else np.empty(0)
+    values = values[~np.isnan(values)]
+    if not len(values):
         return math.nan, math.nan
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(values, [alpha, 1 - alpha])
     return float(lo), float(hi)
 
 
+# Row-wise statistics for the bootstrap: each row of the 2-d arguments is one resample. One validated
+# roc_auc_score call took 2.6 ms, so the report's 6,000 resampled AUCs were 14 s of its 15; these take
+# milliseconds for all rows and are tested equal to sklearn's and scipy's per-row results.
+
+
+def auc_rows(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """AUC-ROC of each row, NaN for a row with one class: the Mann-Whitney form with mid-ranks for ties,
+    which is the area roc_auc_score computes."""
+    r = stats.rankdata(scores, axis=1)
+    pos = y.sum(axis=1).astype(float)
+    neg = y.shape[1] - pos
+    u = np.sum(r * y, axis=1) - pos * (pos + 1) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((pos > 0) & (neg > 0), u / (pos * neg), math.nan)
+
+
+def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each pair of rows (Pearson on mid-ranks, as scipy's spearmanr); NaN where a row is
+    constant."""
+    ra, rb = stats.rankdata(a, axis=1), stats.rankdata(b, axis=1)
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    den = np.sqrt(np.sum(ra * ra, axis=1) * np.sum(rb * rb, axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, np.sum(ra * rb, axis=1) / den, math.nan)
+
+
+def margin_rows(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mean positive minus mean negative cosine of each row; NaN for a row with one class."""
+    pos = y.sum(axis=1)
+    neg = y.shape[1] - pos
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = np.sum(scores * y, axis=1) / pos - np.sum(scores * (1 - y), axis=1) / neg
+    return np.where((pos > 0) & (neg > 0), m, math.nan)
+
+
+def f1_rows(scores: np.ndarray, y: np.ndarray, threshold: float) -> np.ndarray:
+    """F1 of each row at a fixed threshold (0 where it is 0/0, as `classify`)."""
+    pred = scores >= threshold
+    tp = np.sum(pred & (y == 1), axis=1)
+    denom = pred.sum(axis=1) + (y == 1).sum(axis=1)  # 2tp + fp + fn
+    return np.divide(2 * tp, denom, out=np.zeros(len(tp)), where=denom > 0)
+
+
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, y: np.ndarray, graded: np.ndarray, resamples: int,
                      confidence: float, seed: int) -> dict[str, float]:
     """Difference (b minus a) in AUC and Spearman between two models scored on the same pairs, with
-    intervals from resampling the pairs once for both models, and the share of resamples where b <= a."""
+    intervals from resampling the pairs once for both models."""
     out: dict[str, float] = {}
-    for name, fn, target in (("auc", auc, y), ("spearman", spearman, graded)):
+    for name, fn, rows, target in (("auc", auc, auc_rows, y), ("spearman", spearman, spearman_rows, graded)):
         diff = fn(b, target) - fn(a, target)
-        lo, hi = bootstrap_ci(lambda i, fn=fn, t=target: fn(b[i], t[i]) - fn(a[i], t[i]), len(y), resamples,
-                              confidence, seed)
+        lo, hi = bootstrap_ci(lambda i, rows=rows, t=target: rows(b[i], t[i]) - rows(a[i], t[i]), len(y),
+                              resamples, confidence, seed)
         out[f"{name}_diff"], out[f"{name}_diff_ci_low"], out[f"{name}_diff_ci_high"] = diff, lo, hi
     return out
 
