@@ -225,3 +225,35 @@ def test_the_tiny_model_knows_the_generator_words(model):
     tokens, so every word was [UNK] and tiny-model tests trained on sequence lengths alone."""
     ids = model.tokenize(["I would never date a smoker."])["input_ids"][0].tolist()
     assert model[0].tokenizer.unk_token_id not in ids and len(set(ids)) == len(ids)
+
+
+def test_pretokenized_batches_equal_the_models_preprocess(model):
+    """Stored token ids, padded per batch, give exactly what the tokenizer would: keys, dtypes, values."""
+    texts = TEXTS + ["", "a " * 300]  # an empty text and one the tokenizer truncates
+    pre = fastpath.Pretokenized(model, texts, chunk=3)  # several chunks, padded to different widths
+    assert pre.check([texts, texts[::-1], texts[2:3], [texts[0]] * 4]) is None
+    for batch in ([TEXTS[4], TEXTS[5]], texts):
+        mine, stock = pre(batch), model.preprocess(batch)
+        assert list(mine) == list(stock)
+        for k, v in stock.items():
+            assert torch.equal(mine[k], v) if isinstance(v, torch.Tensor) else mine[k] == v
+
+
+def test_pretokenized_hands_what_it_cannot_answer_to_the_model(model, monkeypatch):
+    pre = fastpath.Pretokenized(model, TEXTS)
+    calls = []
+    stock = model.preprocess
+    monkeypatch.setattr(model, "preprocess", lambda *a, **kw: calls.append((a, kw)) or stock(*a, **kw))
+    pre(TEXTS[:2])
+    assert calls == []
+    pre(["a text it never saw"])
+    pre(TEXTS[:2], prompt="query: ")
+    assert [c[0][0] for c in calls] == [["a text it never saw"], TEXTS[:2]]
+
+
+def test_pretokenized_off_when_it_would_differ(model, monkeypatch, caplog):
+    monkeypatch.setattr(fastpath.Pretokenized, "__call__",
+                        lambda self, inputs, prompt=None, **kw: {**model.preprocess(inputs), "modality": "image"})
+    with caplog.at_level(logging.WARNING):
+        assert fastpath.pretokenized(model, TEXTS, [TEXTS]) is None
+    assert "tokenise-once off: modality differs" in caplog.text

@@ -40,10 +40,10 @@ def test_lora_metrics_and_adapter_only_folder(trained):
 
 
 def test_train_metrics_record_the_fast_path(trained):
-    """The tiny BERT trains packed with cheap dropout, and the metrics file says so."""
+    """The tiny BERT trains packed with cheap dropout, tokenised once, and the metrics file says so."""
     for mode in ("full", "lora"):
         m = json.loads((trained / f"dvclive/train_{mode}/train.json").read_text())
-        assert (m["packed"], m["fast_dropout"]) == (1, 1), mode
+        assert (m["packed"], m["fast_dropout"], m["pretokenized"]) == (1, 1, 1), mode
 
 
 def test_full_folder_is_a_sentence_transformer(trained):

@@ -38,6 +38,7 @@ class TrainResult:
     fast_dropout: bool
     compact_embedding: bool
     bf16: bool
+    pretokenized: bool  # each step's batch assembled from token ids stored up front (pairtune.fastpath)
 
 
 def _one_pass(cls: type) -> type:
@@ -204,6 +205,10 @@ def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pai
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
                                              evaluator=dev_evaluator(dev_pairs, positive_threshold),
                                              callbacks=callbacks or [])
+        pre = fastpath.pretokenized(model, [p[key] for p in train_pairs for key in ("text_1", "text_2")],
+                                    [check[0::2], check[1::2]])
+        if pre is not None:
+            trainer.data_collator.preprocess_fn = pre
         start = time.perf_counter()
         output = trainer.train()
         wall = time.perf_counter() - start
@@ -216,7 +221,7 @@ def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pai
     return TrainResult(steps=output.global_step, final_loss=float(losses_seen[-1] if losses_seen else output.training_loss),
                        wall_s=wall, best_dev_spearman=best_metric, packed=active.packed,
                        fast_dropout=active.fast_dropout, compact_embedding=active.compact_embedding,
-                       bf16=knobs.bf16)
+                       bf16=knobs.bf16, pretokenized=pre is not None)
 
 
 def plain_live(live_dir: str) -> Any:
@@ -307,6 +312,7 @@ def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: 
                "final_loss": round(result.final_loss, 6), "train_wall_s": round(result.wall_s, 2),
                "device_cuda": int(device.startswith("cuda")), "packed": int(result.packed),
                "fast_dropout": int(result.fast_dropout), "compact_embedding": int(result.compact_embedding),
+               "pretokenized": int(result.pretokenized),
                "bf16": int(result.bf16), "native_bf16": int(mach.native_bf16), "machine": mach.describe(), "lr": lr,
                "processes": distributed.world()[1]}
     if result.best_dev_spearman is not None:
