@@ -371,9 +371,10 @@ def main() -> None:
 
     kind = _kind(mach, args.isa)
     everything = _load_results(args.out)
-    results: dict = {"machine": mach, "runs": runs, "quick": args.quick, "training": {}}
-    if args.pipeline_only:
-        results = everything["machines"].get(kind, results) | {"machine": mach}
+    # This machine kind's other sections (--ablation, --ddp, --inference, --scale) are kept as they were.
+    results: dict = everything["machines"].get(kind, {}) | {"machine": mach}
+    if not args.pipeline_only:
+        results |= {"runs": runs, "quick": args.quick, "training": {}}
     ok = True
     for mode, by in raw.items() if not args.pipeline_only else ():
         med = {who: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for who, rs in by.items()}
@@ -396,7 +397,7 @@ def main() -> None:
     everything["machines"][kind] = results
     Path(args.out).write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
     print(f"\n{kind}: {mach['machine']}")
-    for mode, r in results["training"].items():
+    for mode, r in results.get("training", {}).items():
         m = r["median"]
         print(f"{mode:4s}: reference {m['reference']['wall_s']:.1f} s, pairtune {m['pairtune']['wall_s']:.1f} s "
               f"-> {r['speedup']:.2f}x; AUC diff {r['auc_diff']:+.4f}, Spearman diff {r['spearman_diff']:+.4f} "

@@ -31,6 +31,9 @@ def test_bench_quick_writes_results(tmp_path, monkeypatch):
     prepare_stage.main(["--out", "data/prepared", "--summary", "metrics/prepare.json"])
     base_stage.main(["--dev", "data/prepared/dev.jsonl", "--out", "models/base"])
     out = tmp_path / "results.json"
+    # a section another bench mode wrote for this machine kind must survive (a plain run once dropped them)
+    kind = "cpu-no-native-bf16-avx2-restricted"
+    out.write_text(json.dumps({"machines": {kind: {"ablation": {"kept": 1}}}}))
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     # --isa avx2: as on a CPU without native bf16, whatever this one has
     # one mode: the harness is the same for both, and each costs ~40 s here
@@ -38,7 +41,8 @@ def test_bench_quick_writes_results(tmp_path, monkeypatch):
                            "data/prepared", "--base", "models/base", "--out", str(out)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    res = json.loads(out.read_text())["machines"]["cpu-no-native-bf16-avx2-restricted"]
+    res = json.loads(out.read_text())["machines"][kind]
+    assert res["ablation"] == {"kept": 1}
     mach = res["machine"]
     assert not mach["native_bf16"] and mach["cpu"] and mach["bf16_over_fp32"] > 0
     assert mach["isa_env"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
