@@ -36,9 +36,13 @@ ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
 _ISA: dict[str, str] = {}
 
 
-def _env() -> dict[str, str]:
+def _env(cwd: Path = ROOT) -> dict[str, str]:
+    """Child environment; in a clone, its own src/ comes first, so its stages run the clone's pairtune and not
+    the editable install's (this working tree, which may differ from the commit or change during a run)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", **_ISA)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    if Path(cwd).resolve() != ROOT and (Path(cwd) / "src" / "pairtune").is_dir():
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(cwd).resolve() / "src"), *filter(None, [env.get("PYTHONPATH")])])
     return env
 
 
@@ -70,7 +74,7 @@ def machine_info() -> dict:
 
 
 def _json_run(cmd: list[str], cwd: Path = ROOT) -> dict:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(cwd), capture_output=True, text=True, check=False)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -78,7 +82,7 @@ def _json_run(cmd: list[str], cwd: Path = ROOT) -> dict:
 
 def _timed(cmd: list[str], cwd: Path) -> float:
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, env=_env(), check=True, capture_output=True)
+    subprocess.run(cmd, cwd=cwd, env=_env(cwd), check=True, capture_output=True)
     return time.perf_counter() - start
 
 
@@ -91,7 +95,7 @@ _PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=T
 def _timed_peak(cmd: list[str], cwd: Path) -> tuple[float, float]:
     """Wall seconds and the peak RSS (MB) of any process `cmd` started (each DVC stage, here)."""
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", _PEAK, *cmd], cwd=cwd, env=_env(), check=True,
+    out = subprocess.run([sys.executable, "-c", _PEAK, *cmd], cwd=cwd, env=_env(cwd), check=True,
                          capture_output=True, text=True).stdout
     return time.perf_counter() - start, int(out.split()[-1]) / 1024
 
