@@ -340,3 +340,15 @@ def test_max_steps_stops_training_mid_epoch(trained, tmp_path):
                          read_prepared(trained / "data/prepared/dev.jsonl"), True, str(trained / "models/base"), out, None)
     assert metrics["steps"] == 2
     models.load_model(out)
+
+
+def test_saved_folder_does_not_depend_on_hf_hub_offline(tiny_model_dir, tmp_path):
+    """The tokenizer echoes local_files_only (= HF_HUB_OFFLINE as the process saw it) into its config: the same
+    weights then hashed differently under `make repro` and a bare `dvc repro`. save_full drops it."""
+    model = models.load_st(str(tiny_model_dir), "cpu")
+    model.save(str(tmp_path / "stock"))
+    assert "local_files_only" in json.loads((tmp_path / "stock/tokenizer_config.json").read_text())  # the trap
+    models.save_full(model, tmp_path / "ours")
+    cfg = json.loads((tmp_path / "ours/tokenizer_config.json").read_text())
+    assert "local_files_only" not in cfg and cfg["do_lower_case"] is not None
+    models.load_st(str(tmp_path / "ours"), "cpu")  # still loads

@@ -172,6 +172,14 @@ def save_full(model: SentenceTransformer, folder: Path) -> None:
     model.save(str(folder), safe_serialization=True)
     # The generated model card records timings and the absolute base path: neither reproducible nor portable.
     (folder / "README.md").unlink(missing_ok=True)
+    # The tokenizer echoes a load-time option into its config: local_files_only follows HF_HUB_OFFLINE as the
+    # process saw it, so the same weights saved under `make repro` and a bare `dvc repro` hashed differently
+    # and every stage downstream reran. It says nothing about the model: dropped.
+    tok_cfg = folder / "tokenizer_config.json"
+    if tok_cfg.is_file():
+        cfg = json.loads(tok_cfg.read_text(encoding="utf-8"))
+        if cfg.pop("local_files_only", None) is not None:
+            io.write_text(tok_cfg, json.dumps(cfg, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def save_adapter(model: SentenceTransformer, folder: Path, base_source: str) -> None:
