@@ -373,12 +373,11 @@ def main() -> None:
                 print(f"run {r + 1}/{runs} {mode:4s} {who:9s} {res['wall_s']:7.1f} s  AUC {res['auc']:.4f}  "
                       f"Spearman {res['spearman']:.4f}  RSS {res['peak_rss_mb']:.0f} MB", flush=True)
 
-    kind = _kind(mach, args.isa)
-    everything = _load_results(args.out)
     # This machine kind's other sections (--ablation, --ddp, --inference, --scale) are kept as they were.
-    results: dict = everything["machines"].get(kind, {}) | {"machine": mach}
+    everything, results = _section(args, mach, "pipeline" if args.pipeline_only else "training")
     if not args.pipeline_only:
-        results |= {"runs": runs, "quick": args.quick, "training": {}}
+        results |= {"runs": runs, "quick": args.quick}
+        results.pop("pipeline", None)  # refilled below unless --quick, which times no pipeline
     ok = True
     for mode, by in raw.items() if not args.pipeline_only else ():
         med = {who: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for who, rs in by.items()}
@@ -398,9 +397,8 @@ def main() -> None:
                          "--metrics", f"{tmp}/e.json", "--plots", f"{tmp}/plots"], clone)
         results["pipeline"] = {"end_to_end_repro_s": e2e, "noop_repro_s": noop, "evaluate_stage_s": ev,
                                "peak_stage_rss_mb": peak}
-    everything["machines"][kind] = results
     Path(args.out).write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
-    print(f"\n{kind}: {mach['machine']}")
+    print(f"\n{_kind(mach, args.isa)}: {mach['machine']}")
     for mode, r in results.get("training", {}).items():
         m = r["median"]
         print(f"{mode:4s}: reference {m['reference']['wall_s']:.1f} s, pairtune {m['pairtune']['wall_s']:.1f} s "
