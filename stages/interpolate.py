@@ -56,8 +56,13 @@ def main(argv: list[str] | None = None) -> None:
     interp = I.Interpolator.between(models.load_model(args.base, device), models.load_model(args.model, device))
     cache: I.Cache = {}
     rows, _ = I.sweep(interp, alphas, splits, ev.batch_size, cache)
-    out: dict[str, float] = {"general": int(bool(g.path)), "grid_points": len(alphas),
+    out: dict[str, float | str] = {"general": int(bool(g.path)), "grid_points": len(alphas),
                              "dev_grid_pairs": len(splits["dev"].pairs)}
+    if gen is not None and (problem := I.retention_problem(rows)):
+        # An optional check: a general set the base cannot rank costs the retention figures, not the run.
+        log.warning("general set %s: %s; alpha is chosen on dev AUC alone", g.path, problem)
+        out.update(general=0, general_skipped=f"{g.path}: {problem}")
+        gen = None
     if gen is not None:
         I.add_retention(rows)
     alpha, met = I.choose(rows, p.interpolate)
@@ -96,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     with io.atomic_dir(args.plots) as tmp:
         io.write_json(tmp / "curve.json", [{k: round(float(v), 6) for k, v in r.items() if not np.isnan(v)}
                                            for r in rows])
-    io.write_json(args.metrics, {k: round(float(v), 6) for k, v in out.items() if not np.isnan(v)})
+    io.write_json(args.metrics, {k: v if isinstance(v, str) else round(float(v), 6) for k, v in out.items()
+                                 if isinstance(v, str) or not np.isnan(v)})
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Reads <plots>/evaluate_<model>/details.json (every eval figure), metrics/train_<mode>.json (wall time),
 <live>/train_<mode>/train.json (the training record), metrics/interpolate_<mode>.json, <plots>/interpolate_<mode>/curve.json, the DVCLive curves,
-metrics/prepare.json and params.yaml. Writes <out> (one self-contained HTML file)
+metrics/prepare.json, metrics/export_<mode>.json (what each export shipped) and params.yaml. Writes <out> (one self-contained HTML file)
 and <metrics> (paired-bootstrap differences, LoRA's share of full's gain).
 Run: python stages/report.py --out plots/report.html --metrics metrics/report.json
 """
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         confidence=p.evaluate.confidence, seed=p.seed, examples=p.report.examples,
         interpolate={mode: _json(mdir / f"interpolate_{mode}.json") for mode in ("full", "lora")},
         alpha_curves={mode: _json(pdir / f"interpolate_{mode}" / "curve.json") for mode in ("full", "lora")},
+        exports={mode: _json(mdir / f"export_{mode}.json") for mode in ("full", "lora")},
     )
     html, comparison = build(inputs)
     io.write_text(args.out, html)

@@ -114,7 +114,6 @@ def test_export_is_byte_identical_on_a_rerun(exported):
 def test_a_parity_gap_fails_the_stage_and_writes_nothing(exported, capsys):
     params = json.loads(json.dumps(__import__("conftest").TINY_PARAMS))
     params["base"]["model"] = "unused"
-    params["export"]["onnx_atol"] = 0.0
     params["export"]["embed_atol"] = -1.0  # never met: the standalone gap is >= 0
     write_params(exported / "strict.yaml", params)
     with pytest.raises(SystemExit) as exc:
@@ -123,7 +122,8 @@ def test_a_parity_gap_fails_the_stage_and_writes_nothing(exported, capsys):
         run_stage(lambda: _run_export(exported, "full", "models/strict/full", "metrics/strict.json", "strict.yaml"))
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("error: export parity failed: standalone_max_abs 0 > -1")
+    # the standalone folder is the export itself: a gap there fails the stage whatever export.strict says
+    assert err.startswith("error: export parity failed: standalone: embedding max |delta| 0 > embed_atol -1")
     assert not (exported / "models/strict/full").exists() and not (exported / "metrics/strict.json").exists()
     assert not list((exported / "models/strict").glob(".*.tmp"))
 
@@ -303,3 +303,106 @@ def test_pooling_outside_pytorch():
     assert export._pooling_mode({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}) == "cls"
     with pytest.raises(export.ExportError, match="only mean, cls or max"):
         export._pooling_mode({"pooling_mode": "lasttoken"})
+
+
+# --- an int8 variant that misses its tolerance (#21) ----------------------------------------------------------
+
+
+def _spoiled_for_int8(trained: Path, dst: Path) -> Path:
+    """The tiny models/full with weights no 8-bit code holds: in every weight matrix one input row in 16
+    scaled 1000x (a per-channel or per-block scale set by it rounds the rest of the row to 0), and one
+    channel of the embedding LayerNorm scaled 1000x (a per-tensor activation scale set by it does the same
+    to the other channels). fp32 still computes it exactly; only int8 loses it."""
+    import torch
+
+    model = models.load_model(trained / "models/full")
+    with torch.no_grad():
+        for name, p in model[0].model.named_parameters():
+            if p.ndim == 2 and "embeddings" not in name:
+                p[:, ::16] *= 1000.0  # nn.Linear weight is (out, in)
+        model[0].model.embeddings.LayerNorm.weight[0] *= 1000.0
+    models.save_full(model, dst)
+    texts = json.loads((trained / "models/full" / models.PROBE_TEXTS).read_text())
+    models.write_fingerprint(dst, models.read_manifest(trained / "models/full"), texts,
+                             models.embed_probe(model, texts), np.load(trained / "models/full" / models.BASE_PROBE))
+    return dst
+
+
+def _params_with(root: Path, name: str, **export_keys) -> str:
+    params = json.loads(json.dumps(__import__("conftest").TINY_PARAMS))
+    params["base"]["model"] = "unused"
+    params["export"].update(int8_auc_tol=0.01, int8_spearman_tol=0.01, **export_keys)
+    write_params(root / name, params)
+    return name
+
+
+@pytest.fixture(scope="module")
+def spoiled(exported):
+    """models/spoiled (int8 cannot hold it) exported with the shipped int8 tolerances, strict off."""
+    _spoiled_for_int8(exported, exported / "models/spoiled")
+    shutil.copytree(exported / "models/spoiled", exported / "models/spoiled_src")
+    params = _params_with(exported, "spoiled.yaml")
+    _run_export(exported, "spoiled", "models/export/spoiled", "metrics/export_spoiled.json", params)
+    return exported
+
+
+def test_an_int8_over_tolerance_is_left_out_and_the_stage_succeeds(spoiled):
+    folder = spoiled / "models/export/spoiled"
+    m = json.loads((spoiled / "metrics/export_spoiled.json").read_text())
+    assert m["status"]["standalone"] == "ok" and m["status"]["onnx"] == "ok"
+    assert m["status"]["int8"].startswith("refused: ")
+    assert "> int8_auc_tol 0.01" in m["status"]["int8"] or "> int8_spearman_tol 0.01" in m["status"]["int8"]
+    assert m["int8_auc_delta"] > 0.01 or m["int8_spearman_delta"] > 0.01  # the reason is real, not asserted
+    assert not (folder / export.ONNX_INT8).exists() and "bytes_int8" not in m and "threshold_int8" not in m
+    assert (folder / export.ONNX_FP32).is_file() and (folder / "model.safetensors").is_file()
+    manifest = json.loads((folder / models.MANIFEST).read_text())
+    assert manifest["variants"] == m["status"] and "threshold_int8" not in manifest
+    card = (folder / "README.md").read_text()
+    assert f"`{export.ONNX_INT8}`: not shipped (refused: " in card
+    models.load_model(folder)  # what was shipped passes the guard
+
+
+def test_pairtune_falls_back_from_a_refused_int8_with_one_line(spoiled, capsys):
+    folder = str(spoiled / "models/export/spoiled")
+    code, out, err = _cli(capsys, "score", folder, "i smoke every day .", "i would never date a smoker .",
+                          "--backend", "int8")
+    assert code == 0 and out.rstrip().endswith(", onnx)")  # scored with ONNX fp32, and says so
+    assert err.count("\n") == 1 and err.startswith("pairtune: int8 refused: ") and "using ONNX fp32" in err
+    code, out, err = _cli(capsys, "score", folder, "a", "b")  # auto: ONNX fp32 was shipped, nothing to say
+    assert code == 0 and err == "" and out.rstrip().endswith(", onnx)")
+
+
+def test_strict_export_fails_on_a_refused_int8_and_writes_nothing(spoiled, capsys):
+    from pairtune.errors import run_stage
+
+    params = _params_with(spoiled, "strict_int8.yaml", strict=True)
+    with pytest.raises(SystemExit) as exc:
+        run_stage(lambda: _run_export(spoiled, "spoiled", "models/strict/spoiled", "metrics/strict_spoiled.json",
+                                      params))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: export parity failed: int8: eval ")
+    assert not (spoiled / "models/strict/spoiled").exists() and not (spoiled / "metrics/strict_spoiled.json").exists()
+
+
+def test_an_onnx_export_that_fails_keeps_the_standalone_folder(exported, monkeypatch):
+    """An architecture the ONNX exporter cannot take costs ONNX and int8, not the stage."""
+    def broken(*args, **kwargs):
+        raise KeyError("token_type_ids")
+
+    monkeypatch.setattr(export, "export_onnx", broken)
+    _run_export(exported, "full", "models/export_noonnx/full", "metrics/export_noonnx.json")
+    m = json.loads((exported / "metrics/export_noonnx.json").read_text())
+    assert m["status"] == {"standalone": "ok", "onnx": "failed: KeyError: 'token_type_ids'",
+                           "int8": "skipped: no ONNX fp32 to quantise"}
+    folder = exported / "models/export_noonnx/full"
+    assert (folder / "model.safetensors").is_file() and not (folder / "onnx").exists()
+
+
+def test_pairtune_uses_pytorch_when_no_onnx_was_shipped(exported, capsys, monkeypatch):
+    folder = exported / "models/export_noonnx/full"
+    if not folder.exists():
+        test_an_onnx_export_that_fails_keeps_the_standalone_folder(exported, monkeypatch)
+    code, out, err = _cli(capsys, "score", str(folder), "a", "b")
+    assert code == 0 and out.rstrip().endswith(", torch)")
+    assert err.count("\n") == 1 and err.startswith("pairtune: ONNX fp32 failed: KeyError") and "using PyTorch" in err

@@ -198,3 +198,25 @@ def test_grid_on_a_sample_reports_the_whole_general_set(trained, monkeypatch):
                 "general_auc_base", "general_auc_tuned"):
         assert part[key] == pytest.approx(whole[key], abs=2e-3), key
     assert I.sample(list(range(30)), 12, 42) == I.sample(list(range(30)), 12, 42) != list(range(12))
+
+
+def test_a_general_set_the_base_cannot_rank_costs_retention_not_the_run(trained, monkeypatch):
+    """The general set scored backwards (the base's Spearman on it < 0): retention is undefined, so the stage
+    chooses alpha on dev alone, as with the check off, and says why, instead of stopping the pipeline."""
+    monkeypatch.chdir(trained)
+    params = json.loads(json.dumps(__import__("conftest").TINY_PARAMS))
+    params["base"]["model"] = "unused"
+    src = trained / params["general"]["path"]
+    backwards = trained / "data/general/backwards.tsv"
+    lines = src.read_text().splitlines()
+    backwards.write_text("\n".join([lines[0]] + [f"{a}\t{b}\t{5.0 - float(s)}" for a, b, s in
+                                                 (line.split("\t") for line in lines[1:])]) + "\n")
+    params["general"]["path"] = str(backwards)
+    write_params(trained / "backwards.yaml", params)
+    m = _stage(trained, "interp_backwards", params="backwards.yaml")
+    assert m["general"] == 0 and "retention" not in m
+    assert m["general_skipped"].startswith(f"{backwards}: the base model's Spearman on the general set is -")
+    params["general"]["path"] = ""
+    write_params(trained / "off2.yaml", params)
+    assert m["alpha"] == _stage(trained, "interp_off2", params="off2.yaml")["alpha"]
+    models.load_model(trained / "models/interp_backwards")

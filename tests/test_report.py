@@ -137,3 +137,46 @@ def test_report_says_which_figures_come_from_a_sample(inputs):
     assert "A seeded sample of 20 of the 60 eval pairs (evaluate.cluster_sample)" in html
     assert "on a seeded sample of 1000 of the 1500 general pairs" in html
     assert "seeded sample" not in build(inputs)[0]
+
+
+def test_report_shows_each_export_and_says_when_one_was_left_out(inputs):
+    import dataclasses
+
+    ok = {"status": {"standalone": "ok", "onnx": "ok", "int8": "ok"}, "onnx_auc": 0.97, "onnx_spearman": 0.8,
+          "int8_auc": 0.969, "int8_spearman": 0.799, "bytes_standalone": 90_000_000, "bytes_onnx": 91_000_000,
+          "bytes_int8": 23_400_000}
+    why = "refused: eval AUC delta 0.00765 > int8_auc_tol 0.005"
+    refused = {**{k: v for k, v in ok.items() if not k.startswith(("int8_", "bytes_int8"))},
+               "status": {"standalone": "ok", "onnx": "ok", "int8": why}}
+    html, _ = build(dataclasses.replace(inputs, exports={"full": ok, "lora": refused}))
+    assert "<h2>Exports</h2>" in html and html.count("<td>int8</td>") == 2
+    assert f'<td class="text">{why.replace(">", "&gt;")}</td>' in html  # the reason, in the table (escaped)
+    top = html.split("<h2>")[0]
+    assert "lora&#39;s int8 was not shipped (" + why.replace(">", "&gt;") in top  # and at the top of the page
+    assert "full&#39;s" not in top and "<td>23.4</td>" in html
+    html, _ = build(dataclasses.replace(inputs, exports={"full": ok, "lora": ok}))
+    assert 'class="warn"' not in html.split("<h2>")[0]  # nothing left out, nothing said
+
+
+def test_report_says_when_the_general_set_was_unusable(inputs):
+    import dataclasses
+
+    skipped = "data/general/x.tsv: the base model's Spearman on the general set is -0.100; retention is ..."
+    off = dataclasses.replace(inputs, interpolate={m: {"general": 0, "general_skipped": skipped, "alpha": 1.0,
+                                                       "eval_auc": 0.9} for m in ("full", "lora")},
+                              alpha_curves={m: [{"alpha": a, "dev_auc": 0.5 + a / 3} for a in (0.0, 0.5, 1.0)]
+                                            for m in ("full", "lora")})
+    html, _ = build(off)
+    assert "General-quality check skipped: data/general/x.tsv: the base model&#39;s Spearman" in html
+    assert "General-quality check off" not in html
+
+
+def test_report_names_the_rule_that_chose_alpha(inputs):
+    import dataclasses
+
+    html, _ = build(dataclasses.replace(inputs, params={**inputs.params, "interpolate.rule": "auc_drop",
+                                                        "interpolate.max_auc_drop": 0.005}))
+    assert "interpolate.rule auc_drop: the most general retention among alphas whose dev AUC is within 0.005" in html
+    html, _ = build(dataclasses.replace(inputs, params={**inputs.params, "interpolate.rule": "retention",
+                                                        "interpolate.min_retention": 0.97}))
+    assert "interpolate.rule retention: the best dev AUC among alphas keeping 0.97" in html

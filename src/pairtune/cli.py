@@ -68,8 +68,10 @@ def open_model(model: str, backend: str, threshold: float | None) -> Scorer:
                             "(no pairtune.json or modules.json)")
     manifest = manifest or {}
     is_export = manifest.get("mode") == "export"
-    if backend == "auto":
-        backend = "onnx" if is_export and (folder / "onnx" / "model.onnx").is_file() else "torch"
+    if is_export:
+        backend = _usable_backend(folder, manifest, backend)
+    elif backend == "auto":
+        backend = "torch"
     if backend in ("onnx", "int8"):
         from pairtune import export
 
@@ -86,6 +88,25 @@ def open_model(model: str, backend: str, threshold: float | None) -> Scorer:
     stored = manifest.get("threshold_int8" if backend == "int8" else "threshold")
     return Scorer(encode, backend, threshold if threshold is not None else stored,
                   manifest.get("positive", "positive"), manifest.get("negative", "negative"))
+
+
+def _usable_backend(folder: Path, manifest: dict[str, Any], backend: str) -> str:
+    """The backend an export folder can serve: a variant the export stage refused falls back to the next one
+    (int8 -> ONNX fp32 -> PyTorch), with one line on stderr saying why."""
+    variants = manifest.get("variants", {})  # folders exported before statuses existed: every variant passed
+    ok = {"onnx": variants.get("onnx", "ok") == "ok" and (folder / "onnx" / "model.onnx").is_file(),
+          "int8": variants.get("int8", "ok") == "ok" and (folder / "onnx" / "model_qint8.onnx").is_file()}
+    wanted = "onnx" if backend == "auto" else backend
+    chosen = wanted
+    for fallback in ("int8", "onnx", "torch")[("int8", "onnx", "torch").index(wanted):]:
+        chosen = fallback
+        if fallback == "torch" or ok[fallback]:
+            break
+    if chosen != wanted:
+        why = variants.get(wanted, "not in this folder")
+        name = {"onnx": "ONNX fp32", "int8": "int8", "torch": "PyTorch"}
+        print(f"pairtune: {name[wanted]} {why}; using {name[chosen]}", file=sys.stderr)
+    return chosen
 
 
 def _quiet_torch_stack() -> None:

@@ -139,12 +139,22 @@ def sample(pairs: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any
     return [pairs[i] for i in M.sample_indices(len(pairs), n, seed)]
 
 
+def retention_problem(rows: list[dict[str, float]]) -> str | None:
+    """Why retention cannot be measured on this general set (None when it can): it is a share of the base's
+    general Spearman, so that must be positive."""
+    base = rows[0]["general_spearman"]
+    if base > 0:
+        return None
+    return (f"the base model's Spearman on the general set is {base:.3f}; retention is a share of a positive "
+            "correlation, so the general set must be one the base model ranks the right way round")
+
+
 def add_retention(rows: list[dict[str, float]]) -> None:
     """retention = general Spearman at alpha / general Spearman of the base (alpha 0), on every row."""
+    problem = retention_problem(rows)
+    if problem:
+        raise PairtuneError(f"general set: {problem}")
     base = rows[0]["general_spearman"]
-    if not base > 0:
-        raise PairtuneError(f"general set: the base model's Spearman on it is {base:.3f}; retention is a share of "
-                            "a positive correlation, so the general set must be one the base model ranks well")
     for r in rows:
         r["retention"] = r["general_spearman"] / base
 

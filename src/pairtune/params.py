@@ -17,6 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from pairtune.errors import PairtuneError
+from pairtune.export import Int8Method
 
 LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive", "mnrl")
 Switch = bool | Literal["auto"]  # a speed knob: on, off, or decided by pairtune.hardware for this machine
@@ -147,12 +148,14 @@ class Interpolate:
 @dataclass(frozen=True)
 class Export:
     opset: int  # ONNX opset of torch's exporter
-    int8_per_channel: bool  # dynamic int8 scales per output channel (else one per tensor)
+    int8_method: Int8Method  # how the int8 ONNX is made (pairtune.export.quantize_int8)
+    int8_per_channel: bool  # int8 weight scales per output channel (else one per tensor; not weight_only's blocks)
     embed_atol: float  # standalone folder vs the pipeline's embeddings: largest |delta| allowed
     parity_texts: int = dataclasses.field(metadata={"range": (0, 10**9)})  # texts embed_atol is checked on (0 = all)
     onnx_atol: float  # ONNX fp32 vs PyTorch cosines: largest |delta| allowed
     int8_auc_tol: float  # int8 vs fp32 ONNX eval AUC: largest |delta| allowed
     int8_spearman_tol: float  # int8 vs fp32 ONNX eval Spearman: largest |delta| allowed
+    strict: bool  # a variant over its tolerance fails the stage (else it is left out and its status says why)
     positive_label: str  # what `pairtune score` prints at or above the threshold
     negative_label: str  # ... and below it
 

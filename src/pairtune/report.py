@@ -55,6 +55,7 @@ class Inputs:
     examples: int  # errors shown per model, kind and pair type
     interpolate: dict[str, dict[str, float]] = field(default_factory=dict)  # per mode, metrics/interpolate_<mode>.json
     alpha_curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # per mode, one row per alpha
+    exports: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, metrics/export_<mode>.json
 
 
 def _png(fig: Any) -> str:
@@ -331,7 +332,7 @@ def _retention_rows(inp: Inputs) -> list[dict[str, str]]:
     """The general-quality table: per tuned mode, what tuning cost on the general set and the chosen blend."""
     rows = []
     for mode, m in sorted(inp.interpolate.items()):
-        rows.append({"mode": mode, "general": bool(m.get("general")),
+        rows.append({"mode": mode, "general": bool(m.get("general")), "skipped": m.get("general_skipped", ""),
                      "base": _fmt(m.get("general_spearman_base", math.nan)),
                      "tuned": _fmt(m.get("general_spearman_tuned", math.nan)),
                      "retention_tuned": _ci(m, "retention_tuned"), "alpha": _fmt(m.get("alpha", math.nan)),
@@ -340,6 +341,43 @@ def _retention_rows(inp: Inputs) -> list[dict[str, str]]:
                      "eval_auc_tuned": _fmt(inp.metrics.get(mode, {}).get("auc", math.nan)),
                      "eval_spearman": _fmt(m.get("eval_spearman", math.nan))})
     return rows
+
+
+VARIANTS = (("standalone", "./ (SentenceTransformer folder)", "", "standalone"),
+            ("onnx", "onnx/model.onnx", "onnx_", "onnx"), ("int8", "onnx/model_qint8.onnx", "int8_", "int8"))
+
+
+def _export_rows(inp: Inputs) -> list[dict[str, str]]:
+    """One row per mode and variant: what the export stage shipped, and why a variant was left out."""
+    rows = []
+    for mode, e in sorted(inp.exports.items()):
+        status = e.get("status", {})
+        for variant, file, prefix, size in VARIANTS:
+            # the standalone folder is the pipeline's own model, so its eval figures are evaluate's
+            src = inp.metrics.get(mode, {}) if variant == "standalone" else {k.removeprefix(prefix): v
+                                                                              for k, v in e.items() if k.startswith(prefix)}
+            ok = status.get(variant, "ok") == "ok"
+            rows.append({"mode": mode, "variant": variant, "file": file, "status": status.get(variant, "ok"),
+                         "auc": _fmt(src.get("auc", math.nan)) if ok else "",
+                         "spearman": _fmt(src.get("spearman", math.nan)) if ok else "",
+                         "mb": f"{e[f'bytes_{size}'] / 1e6:.1f}" if ok and f"bytes_{size}" in e else ""})
+    return rows
+
+
+def export_notes(inp: Inputs) -> list[str]:
+    """A line for the top of the report per export variant that was not shipped."""
+    return [f"Export: {mode}'s {variant} was not shipped ({why}); the rest of models/export/{mode}/ was. "
+            "See Exports below." for mode, e in sorted(inp.exports.items())
+            for variant, why in e.get("status", {}).items() if why != "ok"]
+
+
+def alpha_rule(params: dict[str, Any]) -> str:
+    """How the interpolation chose alpha, in words, from the rule the run used."""
+    if params.get("interpolate.rule") == "retention":
+        return (f"interpolate.rule retention: the best dev AUC among alphas keeping "
+                f"{params.get('interpolate.min_retention')} of the base's general Spearman")
+    return (f"interpolate.rule auc_drop: the most general retention among alphas whose dev AUC is within "
+            f"{params.get('interpolate.max_auc_drop')} of the best alpha's")
 
 
 def build(inp: Inputs) -> tuple[str, dict[str, float]]:
@@ -382,7 +420,8 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
         comparison=sorted(comparison.items()), details=inp.details, examples=inp.examples, data=inp.data,
         params=inp.params, versions=sorted(inp.versions.items()), bootstrap=inp.bootstrap,
         confidence=inp.confidence, metrics=m, breakdown_keys=("by_category", "by_pair_type"),
-        retention=_retention_rows(inp),
+        retention=_retention_rows(inp), exports=_export_rows(inp), export_notes=export_notes(inp),
+        alpha_rule=alpha_rule(inp.params),
         paired=_paired_rows(comparison),
         shares=[(key, _fmt(comparison.get(f"lora_share_of_full_gain_{key}", math.nan)))
                 for key in ("auc", "spearman", "margin", "f1")],
