@@ -331,7 +331,7 @@ def _spoiled_for_int8(trained: Path, dst: Path) -> Path:
 def _params_with(root: Path, name: str, **export_keys) -> str:
     params = json.loads(json.dumps(__import__("conftest").TINY_PARAMS))
     params["base"]["model"] = "unused"
-    params["export"].update(int8_auc_tol=0.01, int8_spearman_tol=0.01, **export_keys)
+    params["export"].update({"int8_auc_tol": 0.01, "int8_spearman_tol": 0.01, **export_keys})
     write_params(root / name, params)
     return name
 
@@ -406,3 +406,28 @@ def test_pairtune_uses_pytorch_when_no_onnx_was_shipped(exported, capsys, monkey
     code, out, err = _cli(capsys, "score", str(folder), "a", "b")
     assert code == 0 and out.rstrip().endswith(", torch)")
     assert err.count("\n") == 1 and err.startswith("pairtune: ONNX fp32 failed: KeyError") and "using PyTorch" in err
+
+
+def test_auto_int8_keeps_the_fastest_method_that_holds_on_dev(exported):
+    """int8_method auto: dynamic on the tiny LoRA when it holds on dev; every method is tried, and the closest
+    on dev kept, when none does (the spoiled model), and the eval check then refuses it."""
+    m = json.loads((exported / "metrics/export_lora.json").read_text())
+    assert m["int8_method"] == "dynamic" and list(m["int8_tried"]) == ["dynamic"]  # tiny params: int8_method dynamic
+    params = _params_with(exported, "auto_int8.yaml", int8_method="auto", int8_auc_tol=0.2, int8_spearman_tol=0.2)
+    _run_export(exported, "lora", "models/export_auto/lora", "metrics/export_auto.json", params)
+    m = json.loads((exported / "metrics/export_auto.json").read_text())
+    tried = m["int8_tried"]
+    assert m["int8_method"] == list(tried)[-1] and m["status"]["int8"] == "ok"
+    first = tried["dynamic"]
+    assert (list(tried) == ["dynamic"]) == (max(first["auc"] / 0.2, first["spearman"] / 0.2) <= export.DEV_MARGIN)
+    manifest = json.loads((exported / "models/export_auto/lora" / models.MANIFEST).read_text())
+    assert manifest["int8_method"] == m["int8_method"]
+
+
+def test_auto_int8_tries_every_method_on_a_model_none_can_hold(spoiled):
+    params = _params_with(spoiled, "spoiled_auto.yaml", int8_method="auto")
+    _run_export(spoiled, "spoiled", "models/export_spoiled_auto", "metrics/export_spoiled_auto.json", params)
+    m = json.loads((spoiled / "metrics/export_spoiled_auto.json").read_text())
+    assert list(m["int8_tried"]) == list(export.AUTO_INT8)
+    closest = min(m["int8_tried"], key=lambda k: max(m["int8_tried"][k]["auc"], m["int8_tried"][k]["spearman"] / 2))
+    assert m["int8_method"] == closest and m["status"]["int8"].startswith("refused: ")
