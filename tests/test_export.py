@@ -267,6 +267,7 @@ def test_int8_keeps_quality_on_the_real_model(tmp_path, monkeypatch):
     # is what int8 has to preserve; the shipped difficulty needs the full recipe for that
     params["generate"]["difficulty"] = dict.fromkeys(params["generate"]["difficulty"], 0.0)
     params["train"].update(epochs=2, warmup_steps=5)
+    params["train"]["full"]["lr"] = 2e-5  # the original recipe: no learning-rate search in this test
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path / "params.yaml", params)
     generate_stage.main(["--out", "data/raw/generated", "--summary", "metrics/generate.json"])

@@ -12,7 +12,8 @@ from conftest import ROOT, TINY_PARAMS, write_params
 def test_repo_params_load():
     p = params.load(ROOT / "params.yaml")
     assert p.train.lora.r == 8 and p.train.lora.target_modules == ("query", "value")
-    assert p.train.full.lr == 2e-5 and p.train.lora.lr == 2e-4
+    assert p.train.full.lr == "auto" and p.train.lora.lr == "auto"  # chosen on dev by the tune stage
+    assert 2e-5 in p.tune.full and 2e-4 in p.tune.lora  # the original recipe is one of the candidates
     with pytest.raises(Exception):
         p.seed = 1  # frozen
 
@@ -30,7 +31,7 @@ def test_every_value_has_a_comment():
     (lambda p: p.pop("evaluate"), "evaluate: missing key"),
     (lambda p: p["train"].update(epochs="4"), "train.epochs: expected int, got str '4'"),
     (lambda p: p["train"].update(epochs=True), "train.epochs: expected int, got bool"),
-    (lambda p: p["train"]["full"].update(lr="fast"), "train.full.lr: expected float"),
+    (lambda p: p["train"]["full"].update(lr="fast"), "train.full.lr: expected a positive learning rate or auto, got 'fast'"),
     (lambda p: p["train"].update(loss="hinge"), "train.loss: 'hinge' is not one of"),
     (lambda p: p["train"]["lora"].update(target_modules="query"), "train.lora.target_modules: expected a non-empty list"),
     (lambda p: p.update(train=[1]), "train: expected a mapping"),

@@ -72,7 +72,8 @@ def would_run(repo: Path) -> set[str]:
     return out
 
 
-LORA_CHAIN = {"train@lora", "evaluate@lora", "interpolate@lora", "export@lora", "report"}  # what a LoRA param change reruns
+# what a LoRA param change reruns: the learning-rate search too (the rest of the recipe is part of its input)
+LORA_CHAIN = {"tune@lora", "train@lora", "evaluate@lora", "interpolate@lora", "export@lora", "report"}
 
 
 def md5(path: Path) -> str:
@@ -103,7 +104,8 @@ def repo(tmp_path_factory, tiny_model_dir):
     sh(repo, "dvc", "config", "core.autostage", "true")
     sh(repo, "dvc", "remote", "add", "-d", "local", str(root / "remote"))
     proc = sh(repo, "dvc", "repro")
-    assert ran(proc) == {"generate", "prepare", "base", "train@full", "train@lora", "evaluate@base",
+    assert ran(proc) == {"generate", "prepare", "base", "tune@full", "tune@lora", "train@full", "train@lora",
+                         "evaluate@base",
                          "evaluate@full", "evaluate@lora", "interpolate@full", "interpolate@lora", "export@full",
                          "export@lora", "report"}
     sh(repo, "git", "add", "-A")
@@ -141,8 +143,8 @@ def _with_param(repo: Path, dotted: str, value) -> set[str]:
 
 def test_2_minimal_reruns(repo):
     assert _with_param(repo, "train.lora.r", 2) == LORA_CHAIN
-    assert _with_param(repo, "train.full.lr", 5e-4) == {"train@full", "evaluate@full", "interpolate@full",
-                                                        "export@full", "report"}
+    assert _with_param(repo, "train.full.lr", 5e-4) == {"tune@full", "train@full", "evaluate@full",
+                                                        "interpolate@full", "export@full", "report"}
     # the model cards quote the eval intervals: a new bootstrap re-exports (ONNX bytes come out identical)
     assert _with_param(repo, "evaluate.bootstrap", 40) == {"evaluate@base", "evaluate@full", "evaluate@lora",
                                                            "interpolate@full", "interpolate@lora",
@@ -150,7 +152,8 @@ def test_2_minimal_reruns(repo):
     assert _with_param(repo, "report.examples", 2) == {"report"}
     assert _with_param(repo, "export.int8_auc_tol", 0.3) == {"export@full", "export@lora"}
     assert _with_param(repo, "interpolate.max_auc_drop", 0.1) == {"interpolate@full", "interpolate@lora", "report"}
-    everything = {"generate", "prepare", "base", "train@full", "train@lora", "evaluate@base", "evaluate@full",
+    everything = {"generate", "prepare", "base", "tune@full", "tune@lora", "train@full", "train@lora",
+                  "evaluate@base", "evaluate@full",
                   "evaluate@lora", "interpolate@full", "interpolate@lora", "export@full", "export@lora", "report"}
     assert _with_param(repo, "generate.n_train", 170) == everything
     assert would_run(repo) == set()
@@ -175,6 +178,22 @@ def test_2b_a_reverted_param_restores_from_the_run_cache(repo, baseline):
     assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
 
 
+def test_2c_with_a_fixed_lr_a_search_param_retrains_nothing(repo, baseline):
+    """train.lora.lr is a number in the tiny params: tune@lora reruns on its params but writes the same record,
+    so DVC (comparing the record's hash) trains nothing; only the report, which shows the search params, reruns."""
+    original = (repo / "params.yaml").read_bytes()
+    data = YAML(typ="safe").load(original)
+    data["tune"]["lora"] = [1e-3, 2e-2]
+    write_params(repo / "params.yaml", data)
+    try:
+        assert ran(sh(repo, "dvc", "repro")) == {"tune@lora", "report"}
+    finally:
+        (repo / "params.yaml").write_bytes(original)
+    back = sh(repo, "dvc", "repro")
+    assert ran(back) | restored(back) == {"tune@lora", "report"}
+    assert snapshot(repo) == baseline
+
+
 def test_3_experiment_and_show(repo):
     # train.lora.lr=5e-3 was trained in test_2b: the experiment restores that run from the run-cache
     # (`dvc exp apply` of an earlier setting costs seconds, not a retraining; see test_2b for a fresh one)
@@ -191,7 +210,7 @@ def test_3_experiment_and_show(repo):
         "rho", "margin", "cohens_d", "auc", "auc_low", "auc_high", "f1", "purity", "fp"}
     # every DVC metric column has a short, unique name: no file-path prefixes in `dvc exp show`
     columns = [k for f in data["metrics"].values() for model in f["data"].values() for k in model]
-    assert len(data["metrics"]) == 5 and len(columns) <= 3 * 9 + 2 * 2
+    assert len(data["metrics"]) == 7 and len(columns) <= 3 * 9 + 2 * 2 + 2 * 4
     assert data["params"]["params.yaml"]["data"]["train"]["lora"]["lr"] == 0.005
     # `make compare` (README, "Compare experiments"): readable in a 160-column terminal, nothing cut to "…"
     table = sh(repo, "env", "COLUMNS=160", "dvc", "exp", "show", "--no-pager", "--only-changed", "--drop",

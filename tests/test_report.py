@@ -14,8 +14,15 @@ from test_metrics import _cfg, _synthetic
 
 @pytest.fixture(scope="module")
 def inputs():
+    return _make_inputs()
+
+
+def _make_inputs(edit=None, positive_threshold: float = 0.5, binary: int = 1, names=("compatible", "incompatible")):
+    """Inputs from synthetic eval/dev pairs through the real evaluate(); `edit(pair)` changes each pair first."""
     dev, e_dev = _synthetic(60, 0.0, 1)
     ev, e_ev = _synthetic(60, 0.0, 2)
+    for p in dev + ev if edit else ():
+        edit(p)
     for p in ev:  # data text reaches the page through the breakdown (category) and false-positive tables
         if p["category"] == "d":
             p["category"] = "<script>alert(1)</script>"
@@ -30,7 +37,7 @@ def inputs():
         else:
             emb = emb + k * 0.01
             emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        res = evaluate(emb.astype(np.float32), index, dev, ev, _cfg(worst_errors=60), 0.5, 0)
+        res = evaluate(emb.astype(np.float32), index, dev, ev, _cfg(worst_errors=60), positive_threshold, 0)
         metrics[name], details[name] = res.metrics, res.details
     train = {m: {"trainable_params": t, "total_params": 1000, "trainable_share": t / 1000, "artifact_bytes": 3 * t,
                  "steps": 10, "final_loss": 0.1, "train_wall_s": 1.5, "device_cuda": 0, "lr": 1e-3}
@@ -40,10 +47,11 @@ def inputs():
     data = {"train": {"pairs": 100, "positives": 50, "positive_share": 0.5}, "dev": {"pairs": 60, "positives": 30,
             "positive_share": 0.5}, "eval": {"pairs": 60, "positives": 30, "positive_share": 0.5},
             "duplicates_dropped": {"train": 0, "dev": 0, "eval": 0}, "overlap_dropped": {"train_eval": 0},
-            "dev_source": 1, "binary_labels": 1}
+            "dev_source": 1, "binary_labels": binary}
     return Inputs(metrics=metrics, details=details, train=train, curves=curves, data=data,
                   params={"seed": 0, "train.epochs": 1, "train.lora.target_modules": ["query", "value"]},
-                  versions={"torch": "x"}, positive_threshold=0.5, bootstrap=50, confidence=0.95, seed=0, examples=60,
+                  versions={"torch": "x"}, positive_threshold=positive_threshold, bootstrap=50, confidence=0.95,
+                  seed=0, examples=60, names=names,
                   interpolate={m: {"general": 1, "general_spearman_base": 0.8, "general_spearman_tuned": s,
                                    "retention_tuned": s / 0.8, "retention_tuned_ci_low": s / 0.8 - 0.02,
                                    "retention_tuned_ci_high": s / 0.8 + 0.02, "alpha": 0.7, "retention_met": 1,
@@ -155,7 +163,7 @@ def test_report_shows_each_export_and_says_when_one_was_left_out(inputs):
     assert "lora&#39;s int8 was not shipped (" + why.replace(">", "&gt;") in top  # and at the top of the page
     assert "full&#39;s" not in top and "<td>23.4</td>" in html
     html, _ = build(dataclasses.replace(inputs, exports={"full": ok, "lora": ok}))
-    assert 'class="warn"' not in html.split("<h2>")[0]  # nothing left out, nothing said
+    assert "was not shipped" not in html.split("<h2>")[0]  # nothing left out, nothing said
 
 
 def test_report_says_when_the_general_set_was_unusable(inputs):
@@ -180,3 +188,121 @@ def test_report_names_the_rule_that_chose_alpha(inputs):
     html, _ = build(dataclasses.replace(inputs, params={**inputs.params, "interpolate.rule": "retention",
                                                         "interpolate.min_retention": 0.97}))
     assert "interpolate.rule retention: the best dev AUC among alphas keeping 0.97" in html
+
+
+# --- the fair verdict (#22) and the data's own terms (#27) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("curve, base, finding", [
+    ([0.70, 0.80, 0.86, 0.92], 0.30, "under_trained"),  # still rising at the last epoch
+    ([0.80, 0.93, 0.90, 0.86], 0.30, "over_fitted"),  # peaked at epoch 2
+    ([0.302, 0.30, 0.303, 0.301], 0.30, "did_nothing"),  # no better than the base
+    ([0.80, 0.90, 0.931, 0.933], 0.30, "converged"),  # within the plateau over the last epoch
+    ([0.80, 0.90, 0.931, 0.933], None, "converged"),  # no base figure (interpolation off): judged on its own
+])
+def test_a_run_is_diagnosed_from_its_own_dev_curve(curve, base, finding):
+    from pairtune.report import diagnose
+
+    got, sentence = diagnose([(10 * (i + 1), v) for i, v in enumerate(curve)], base, 0.005, "AUC")
+    assert got == finding and sentence and "\n" not in sentence
+    if finding == "over_fitted":
+        assert "peaked at epoch 2 (dev AUC 0.930)" in sentence and "train.checkpoint: best" in sentence
+    if finding == "under_trained":
+        assert "0.860 → 0.920" in sentence and "train.epochs" in sentence
+
+
+def _with(inputs, **changes):
+    import dataclasses
+
+    return dataclasses.replace(inputs, **changes)
+
+
+TRIALS = {"lr": 1e-3, "searched": 1, "metric": "auc", "run_steps": 40, "tie": 0.002,
+          "trials": [{"rung": 0, "lr": lr, "steps": 5, "dev_auc": a, "dev_spearman": a / 2}
+                     for lr, a in ((1e-4, 0.6), (1e-3, 0.8), (1e-2, 0.7))]
+          + [{"rung": 1, "lr": lr, "steps": 10, "dev_auc": a, "dev_spearman": a / 2} for lr, a in ((1e-3, 0.9), (1e-2, 0.85))]}
+
+
+def test_report_says_at_which_learning_rates_and_how_they_were_chosen(inputs):
+    tune = {"full": {"lr": 1e-3, "searched": 0}, "lora": TRIALS}
+    html, _ = build(_with(inputs, tune=tune))
+    head = html.split('<p class="verdict">')[1].split("</p>")[0]
+    assert "full fine-tuning at lr 0.001 (set in params.yaml, not searched)" in head
+    assert "LoRA at lr 0.001 (chosen on dev among 3 candidates)" in head
+    assert "How each model was trained" in html and "Learning-rate search (tune stage)" in html
+    assert "successive halving on dev AUC: 3 x 5 steps, then 2 x 10 steps (35 trial steps; the run itself is 40)" in html
+
+
+def test_report_warns_at_the_top_when_the_headline_rests_on_a_flagged_run(inputs):
+    rising = {m: {"train/loss": [(10, 0.5), (20, 0.3)], "dev/auc": [(10, 0.7), (20, 0.9)]} for m in ("full", "lora")}
+    rising["full"]["dev/auc"] = [(10, 0.9), (20, 0.901)]
+    html, _ = build(_with(inputs, curves=rising))
+    top = html.split("<h2>")[0]
+    assert "rests on a LoRA run that was still improving at the last epoch" in top
+    assert "full fine-tuning run" not in top  # its curve levelled off
+    assert "<b>under trained</b>" in html and "<b>converged</b>" in html
+
+
+def test_binary_headline_leads_with_auc_and_says_what_happened(inputs):
+    html, comparison = build(inputs)  # the fixture's base is inverted, both tuned models are right way round
+    head = html.split('<p class="verdict">')[1].split("</p>")[0]
+    assert head.startswith("Fine-tuning fixed the ranking: eval AUC ") and "(base, inverted)" in head
+    assert "LoRA minus full: AUC " in head
+    # a base that was right way round: "improved", never "fixed"
+    m = {n: dict(inputs.metrics[n], auc=v) for n, v in zip(MODELS, (0.8, 0.9, 0.88), strict=True)}
+    comp = dict(comparison, full_vs_base_auc_diff_ci_low=0.05, lora_vs_base_auc_diff_ci_low=0.03)
+    from pairtune.report import verdict
+
+    line = verdict(_with(inputs, metrics=m), comp)
+    assert line.startswith("Fine-tuning improved the ranking: eval AUC 0.800 (base) → 0.900 (full) and 0.880 (LoRA)")
+    # an interval that includes 0 for LoRA: it did not improve
+    comp = dict(comp, lora_vs_base_auc_diff_ci_low=-0.01, lora_vs_base_auc_diff_ci_high=0.04)
+    assert verdict(_with(inputs, metrics=m), comp).startswith(
+        "Only full fine-tuning improved on the base; LoRA did not")
+
+
+def test_graded_headline_leads_with_spearman(inputs):
+    from pairtune.report import verdict
+
+    graded = _with(inputs, data=dict(inputs.data, binary_labels=0), positive_threshold=0.6)
+    m = {n: dict(inputs.metrics[n], spearman=s, auc=a) for n, s, a in
+         zip(MODELS, (0.82, 0.857, 0.848), (0.913, 0.941, 0.936), strict=True)}
+    comp = {"full_vs_base_spearman_diff_ci_low": 0.02, "full_vs_base_spearman_diff_ci_high": 0.05,
+            "lora_vs_base_spearman_diff_ci_low": 0.01, "lora_vs_base_spearman_diff_ci_high": 0.04,
+            "lora_vs_full_spearman_diff": -0.009, "lora_vs_full_spearman_diff_ci_low": -0.02,
+            "lora_vs_full_spearman_diff_ci_high": 0.002, "lora_share_of_full_gain_spearman": 0.77,
+            "lora_share_of_full_gain_auc": 0.83}
+    line = verdict(_with(graded, metrics=m), comp)
+    assert line.startswith("Fine-tuning improved the ranking: eval Spearman 0.820 (base) → 0.857 (full) and 0.848 (LoRA).")
+    assert "AUC at positive_threshold 0.6: 0.913 → 0.941 / 0.936." in line
+    assert "the eval split cannot tell them apart; LoRA kept 77% of full fine-tuning's Spearman gain" in line
+    assert "fixed" not in line and "83%" not in line
+
+
+def test_binary_data_without_pair_types_gets_no_none_group():
+    def no_type(p):
+        p["pair_type"] = "none"  # what prepare files a pair without the field under
+
+    html, _ = build(_make_inputs(no_type, names=("duplicate", "distinct")))
+    assert ">none<" not in html and " none" not in html.split("<h2>Data</h2>")[0]
+    assert "False positives by pair type" not in html and "<h3>by pair_type</h3>" not in html
+    assert "No <code>pair_type</code> in the data: nothing is broken down by it." in html
+    assert "<h3>by category</h3>" in html  # the field it has is still used
+    summary = html.split("<ul>")[1].split("</ul>")[0]
+    assert "distinct pairs pass as duplicate" in summary and "most often" not in summary
+    assert "compatible" not in html  # the demo's words never reach another data set's report
+    assert ">all pairs<" in html  # error tables: one group, named for what it is
+    head = html.split('<p class="verdict">')[1].split("</p>")[0]
+    assert "eval AUC" in head and "Spearman" not in head.split(".")[0]
+
+
+def test_graded_data_with_categories_leads_with_spearman_and_its_words():
+    def graded(p):
+        p["label"] = 0.85 if p["label"] else 0.2  # a graded scale, positives at >= 0.6
+        p["pair_type"] = "none"
+
+    html, _ = build(_make_inputs(graded, positive_threshold=0.6, binary=0, names=("similar", "dissimilar")))
+    head = html.split('<p class="verdict">')[1].split("</p>")[0]
+    assert "eval Spearman" in head.split(".")[0] and "AUC at positive_threshold 0.6:" in head
+    assert "<h3>by category</h3>" in html and ">none<" not in html
+    assert "dissimilar pairs pass as similar" in html and "compatible" not in html

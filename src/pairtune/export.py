@@ -22,11 +22,12 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
 from pairtune.errors import PairtuneError
+from pairtune.params import Int8Method
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -102,10 +103,7 @@ def export_onnx(model: SentenceTransformer, path: Path, opset: int) -> None:
 
 
 CALIBRATION_TEXTS = 256  # dev texts the static int8 methods calibrate activation ranges on
-# How the int8 graph is made (quantize_int8); params.yaml's export.int8_method is checked against this, where
-# auto also stands (the stage chooses among AUTO_INT8 on dev).
-Int8Method = Literal["auto", "dynamic", "dynamic_ffn_fp32", "static", "static_ffn_fp32", "weight_only"]
-INT8_METHODS: tuple[str, ...] = get_args(Int8Method)[1:]
+INT8_METHODS: tuple[str, ...] = get_args(Int8Method)[1:]  # what quantize_int8 makes (auto: build chooses)
 
 
 def _quiet_root() -> Any:
@@ -407,13 +405,15 @@ def _choose_int8(out: Path, cfg: Export, dev: list[dict[str, Any]], texts: list[
 
 def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[str, Any]],
           eval_: list[dict[str, Any]], n_train: int, evaluate: dict[str, float], cfg: Export,
-          positive_threshold: float, batch_size: int, confidence: float) -> dict[str, Any]:
+          positive_threshold: float, batch_size: int, confidence: float,
+          names: tuple[str, str] = ("similar", "dissimilar")) -> dict[str, Any]:
     """Write every export of `model` (loaded and verified from pipeline folder `source`) into `out`.
 
     The standalone folder is the export: a parity gap there is a broken model and raises ExportError. ONNX
     fp32 and int8 are optional variants: one that fails its check (or cannot be built for this model) is not
     written and its status says why, unless `cfg.strict`, where it raises as the standalone does. Returns
-    the figures, sizes and per-variant status for metrics/export_<mode>.json.
+    the figures, sizes and per-variant status for metrics/export_<mode>.json. `names`: what a positive and a
+    negative pair are called (data.positive_name, data.negative_name), for `pairtune score` and the card.
     """
     from pairtune import metrics as M
     from pairtune import models
@@ -504,8 +504,8 @@ def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[st
     # 6 significant digits, not decimals: a parity gap of 3e-7 must not print as 0
     rounded: dict[str, Any] = {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in figures.items()}
     card = {"mode": "export", "source_mode": manifest["mode"], "base_model": manifest["base_model"],
-            "loss": manifest.get("loss"), "threshold": rounded["threshold"], "positive": cfg.positive_label,
-            "negative": cfg.negative_label, "variants": status, "int8_method": figures.get("int8_method"),
+            "loss": manifest.get("loss"), "threshold": rounded["threshold"], "positive": names[0],
+            "negative": names[1], "variants": status, "int8_method": figures.get("int8_method"),
             "data": {"train_pairs": n_train, "dev_pairs": len(dev), "eval_pairs": len(eval_)},
             "parity": {k: rounded[k] for k in ("standalone_max_abs", "onnx_cosine_max_abs", "onnx_auc",
                                                "onnx_spearman", "int8_auc", "int8_spearman") if k in rounded}}

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from pairtune.errors import PairtuneError
-from pairtune.export import Int8Method
 
 LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive", "mnrl")
+# How the export stage makes its int8 graph (pairtune.export.quantize_int8; auto: it chooses on dev)
+Int8Method = Literal["auto", "dynamic", "dynamic_ffn_fp32", "static", "static_ffn_fp32", "weight_only"]
 Switch = bool | Literal["auto"]  # a speed knob: on, off, or decided by pairtune.hardware for this machine
+Rate = float | Literal["auto"]  # a learning rate, or auto: the one the tune stage chose on dev
 
 
 def _share(hi: float = 1.0) -> Any:
@@ -57,6 +56,8 @@ class Data:
     label_min: float  # label scale, mapped linearly onto [0, 1]
     label_max: float
     positive_threshold: float  # scaled label >= this is a positive for binary metrics
+    positive_name: str  # what a positive pair is called in the report, the model card and `pairtune score`
+    negative_name: str  # ... and a negative one
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,12 @@ class Base:
 
 @dataclass(frozen=True)
 class FullMode:
-    lr: float
+    lr: Rate
 
 
 @dataclass(frozen=True)
 class LoraMode:
-    lr: float
+    lr: Rate
     r: int
     alpha: int
     dropout: float
@@ -106,6 +107,17 @@ class Train:
 
 
 @dataclass(frozen=True)
+class Tune:
+    """The learning-rate search of train.<mode>.lr: auto (pairtune.tune): successive halving on dev."""
+    metric: Literal["auto", "auc", "spearman"]  # what trials are ranked by on dev (auto: AUC binary, Spearman graded)
+    budget: float = dataclasses.field(metadata={"range": (0.01, 100.0)})  # all trials' steps / one training run's
+    rungs: int = dataclasses.field(metadata={"range": (1, 10)})  # halving rounds: each keeps the better half, 2x steps
+    tie: float = _share()  # dev metric within this of the best counts as a tie; ties go to the smaller lr
+    full: tuple[float, ...]  # candidate learning rates for full fine-tuning
+    lora: tuple[float, ...]  # candidate learning rates for LoRA
+
+
+@dataclass(frozen=True)
 class Evaluate:
     batch_size: int
     bootstrap: int
@@ -123,6 +135,7 @@ class Evaluate:
 @dataclass(frozen=True)
 class Report:
     examples: int  # errors shown per model, kind and pair type in the HTML report
+    plateau: float = _share()  # dev-metric change over the last epoch that counts as flat (run diagnosis)
 
 
 @dataclass(frozen=True)
@@ -156,8 +169,6 @@ class Export:
     int8_auc_tol: float  # int8 vs fp32 ONNX eval AUC: largest |delta| allowed
     int8_spearman_tol: float  # int8 vs fp32 ONNX eval Spearman: largest |delta| allowed
     strict: bool  # a variant over its tolerance fails the stage (else it is left out and its status says why)
-    positive_label: str  # what `pairtune score` prints at or above the threshold
-    negative_label: str  # ... and below it
 
 
 @dataclass(frozen=True)
@@ -168,6 +179,7 @@ class Params:
     prepare: Prepare
     base: Base
     train: Train
+    tune: Tune
     evaluate: Evaluate
     report: Report
     export: Export
@@ -177,6 +189,11 @@ class Params:
 
 def load(path: str | Path = "params.yaml") -> Params:
     """Read and check params.yaml."""
+    # ruamel is imported here, not at the top: pairtune.export imports this module, and `pairtune score` on
+    # an export folder should not pay for a YAML parser it never uses
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
     path = Path(path)
     try:
         raw = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
@@ -226,6 +243,11 @@ def _value(tp: Any, v: Any, path: str, key: str) -> Any:
             choices = ", ".join(map(str, get_args(tp)))
             raise PairtuneError(f"{path}: {key}: {v!r} is not one of {choices}")
         return v
+    if origin is tuple and get_args(tp)[0] is float:
+        if (not isinstance(v, list) or not v or len(set(v)) != len(v)
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v)):
+            raise PairtuneError(f"{path}: {key}: expected a non-empty list of distinct positive numbers, got {v!r}")
+        return tuple(sorted(float(x) for x in v))
     if origin is tuple:
         if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
             raise PairtuneError(f"{path}: {key}: expected a non-empty list of strings, got {v!r}")
@@ -235,6 +257,10 @@ def _value(tp: Any, v: Any, path: str, key: str) -> Any:
             if isinstance(v, bool) or v == "auto":
                 return v
             raise PairtuneError(f"{path}: {key}: expected true, false or auto, got {v!r}")
+        if tp == Rate:
+            if v == "auto" or (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
+                return v if v == "auto" else float(v)
+            raise PairtuneError(f"{path}: {key}: expected a positive learning rate or auto, got {v!r}")
         raise TypeError(f"unsupported param type {tp}")  # pragma: no cover - no other unions
     ok = {
         bool: isinstance(v, bool),

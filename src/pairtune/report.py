@@ -56,6 +56,9 @@ class Inputs:
     interpolate: dict[str, dict[str, float]] = field(default_factory=dict)  # per mode, metrics/interpolate_<mode>.json
     alpha_curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # per mode, one row per alpha
     exports: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, metrics/export_<mode>.json
+    tune: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, plots/tune_<mode>/trials.json
+    plateau: float = 0.005  # report.plateau: a dev-metric change over the last epoch smaller than this is flat
+    names: tuple[str, str] = ("similar", "dissimilar")  # data.positive_name, data.negative_name
 
 
 def _png(fig: Any) -> str:
@@ -77,13 +80,14 @@ def charts(inp: Inputs) -> list[tuple[str, str, str]]:
     plt.rcParams.update({"font.size": 9, "svg.hashsalt": "pairtune"})
     out = []
     m, d = inp.metrics, inp.details
+    pos, neg = inp.names
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3), sharey=True)
     for ax, name in zip(axes, MODELS, strict=True):
         s, y = np.array(d[name]["scores"]), np.array(d[name]["labels"])
         bins = np.linspace(-0.2, 1.0, 37)
-        ax.hist(s[y == 1], bins=bins, alpha=0.6, label="compatible (1)", color="#2ca02c")
-        ax.hist(s[y == 0], bins=bins, alpha=0.6, label="incompatible (0)", color="#ff7f0e")
+        ax.hist(s[y == 1], bins=bins, alpha=0.6, label=f"{pos} (1)", color="#2ca02c")
+        ax.hist(s[y == 0], bins=bins, alpha=0.6, label=f"{neg} (0)", color="#ff7f0e")
         ax.axvline(m[name]["threshold"], color="k", ls="--", lw=1)
         ax.set_title(name)
         ax.set_xlabel("cosine")
@@ -117,7 +121,7 @@ def charts(inp: Inputs) -> list[tuple[str, str, str]]:
     ax.bar(MODELS, [m[n].get("cohens_d", 0) for n in MODELS], color=[COLORS[n] for n in MODELS])
     ax.axhline(0, color="k", lw=0.5)
     ax.set_ylabel("Cohen's d")
-    out.append(("Effect size", "Cohen's d of cosine, compatible minus incompatible (pooled SD, ddof 1).", _png(fig)))
+    out.append(("Effect size", f"Cohen's d of cosine, {pos} minus {neg} (pooled SD, ddof 1).", _png(fig)))
 
     if all(d[n].get("umap") for n in MODELS):
         fig, axes = plt.subplots(1, 3, figsize=(11, 3.3))
@@ -125,8 +129,8 @@ def charts(inp: Inputs) -> list[tuple[str, str, str]]:
             xy, y = np.array(d[name]["umap"]), np.array(d[name]["labels"])
             if d[name].get("cluster_index") is not None:  # evaluate.cluster_sample: a sample of the pairs
                 y = y[d[name]["cluster_index"]]
-            ax.scatter(xy[y == 1, 0], xy[y == 1, 1], s=6, color="#2ca02c", label="compatible")
-            ax.scatter(xy[y == 0, 0], xy[y == 0, 1], s=6, color="#ff7f0e", label="incompatible")
+            ax.scatter(xy[y == 1, 0], xy[y == 1, 1], s=6, color="#2ca02c", label=pos)
+            ax.scatter(xy[y == 0, 0], xy[y == 0, 1], s=6, color="#ff7f0e", label=neg)
             ax.set_title(f"{name}: purity {m[name].get('cluster_purity', math.nan):.2f}")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -146,6 +150,25 @@ def charts(inp: Inputs) -> list[tuple[str, str, str]]:
 
     types = sorted({t for n in MODELS for t in d[n]["fp_common"]["by_pair_type"]} |
                    {t for n in MODELS for t in d[n]["by_pair_type"]})
+    if has_groups(inp, "by_pair_type"):
+        out.append(_fp_by_type_chart(inp, types))
+    cats = sorted({c for n in MODELS for c in d[n]["by_category"]})
+    if has_groups(inp, "by_category"):
+        out.append(_category_chart(inp, cats))
+    out += _late_charts(inp)
+    return out
+
+
+def has_groups(inp: Inputs, key: str) -> bool:
+    """Whether the data has the optional field a breakdown groups by (by_pair_type, by_category): prepare
+    files a pair without it under 'none', so a breakdown with no other group means the field is absent."""
+    return any(g != "none" for n in MODELS for g in inp.details[n].get(key, {}))
+
+
+def _fp_by_type_chart(inp: Inputs, types: list[str]) -> tuple[str, str, str]:
+    import matplotlib.pyplot as plt
+
+    d = inp.details
     fig, ax = plt.subplots(figsize=(8, 3))
     width = 0.27
     for k, name in enumerate(MODELS):
@@ -154,11 +177,14 @@ def charts(inp: Inputs) -> list[tuple[str, str, str]]:
     ax.set_xticks(np.arange(len(types)), types, rotation=15)
     ax.set_ylabel("false positives")
     ax.legend()
-    out.append(("False positives by pair type at a common operating point",
-                "Each model at its own dev threshold for the same recall, so counts compare like for like.",
-                _png(fig)))
+    return ("False positives by pair type at a common operating point",
+            "Each model at its own dev threshold for the same recall, so counts compare like for like.", _png(fig))
 
-    cats = sorted({c for n in MODELS for c in d[n]["by_category"]})
+
+def _category_chart(inp: Inputs, cats: list[str]) -> tuple[str, str, str]:
+    import matplotlib.pyplot as plt
+
+    d = inp.details
     grid = np.array([[d[n]["by_category"].get(c, {}).get("auc", math.nan) for n in MODELS] for c in cats])
     fig, ax = plt.subplots(figsize=(4.5, 0.4 * len(cats) + 1))
     im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
@@ -168,7 +194,16 @@ def charts(inp: Inputs) -> list[tuple[str, str, str]]:
         for j in range(len(MODELS)):
             ax.text(j, i, "n/a" if math.isnan(grid[i, j]) else f"{grid[i, j]:.2f}", ha="center", va="center")
     fig.colorbar(im, ax=ax)
-    out.append(("AUC per category and model", "n/a: a group with one class only (AUC undefined).", _png(fig)))
+    return "AUC per category and model", "n/a: a group with one class only (AUC undefined).", _png(fig)
+
+
+def _late_charts(inp: Inputs) -> list[tuple[str, str, str]]:
+    """The learning-rate search, the interpolation trade-off and the training curves."""
+    import matplotlib.pyplot as plt
+
+    out = []
+    if any(r.get("searched") for r in inp.tune.values()):
+        out.append(_tune_chart(inp))
 
     if inp.alpha_curves:
         out.append(_tradeoff_chart(inp))
@@ -192,6 +227,32 @@ def charts(inp: Inputs) -> list[tuple[str, str, str]]:
             ax.legend()
         out.append(("Training curves", "Logged by DVCLive during training (dev split only).", _png(fig)))
     return out
+
+
+def _tune_chart(inp: Inputs) -> tuple[str, str, str]:
+    """Per searched mode: the dev metric of every trial against its learning rate, one line per rung."""
+    import matplotlib.pyplot as plt
+
+    modes = [m for m in ("full", "lora") if inp.tune.get(m, {}).get("searched")]
+    fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 3.3), squeeze=False)
+    for ax, mode in zip(axes[0], modes, strict=True):
+        rec = inp.tune[mode]
+        key = f"dev_{rec['metric']}"
+        for rung in sorted({t["rung"] for t in rec["trials"]}):
+            ts = sorted((t for t in rec["trials"] if t["rung"] == rung), key=lambda t: t["lr"])
+            ax.plot([t["lr"] for t in ts], [t[key] for t in ts], marker="os^v"[rung % 4], color=COLORS[mode],
+                    alpha=0.45 + 0.55 * (rung + 1) / (rec["trials"][-1]["rung"] + 1),
+                    label=f"rung {rung}: {ts[0]['steps']} steps")
+        final = [t for t in rec["trials"] if t["lr"] == rec["lr"]][-1]
+        ax.scatter([rec["lr"]], [final[key]], s=220, marker="*", color="#ff9f1c", zorder=4, label=f"chosen {rec['lr']:g}")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel(f"dev {NAMES.get(rec['metric'], rec['metric'])}")
+        ax.set_title(mode)
+        ax.legend(fontsize=7)
+    return ("Learning-rate search (tune stage)", "Dev split only: each rung trains the surviving candidates from the "
+            "base with the recipe compressed to that many steps; the better half goes on with twice the steps. "
+            "The chosen rate is the best of the last rung (within tune.tie, the smaller rate).", _png(fig))
 
 
 def _tradeoff_chart(inp: Inputs) -> tuple[str, str, str]:
@@ -252,21 +313,114 @@ def compare(inp: Inputs) -> dict[str, float]:
     return out
 
 
+NAMES = {"auc": "AUC", "spearman": "Spearman"}
+MODE_NAMES = {"full": "full fine-tuning", "lora": "LoRA"}
+
+
+def primary(inp: Inputs) -> str:
+    """The figure the verdict leads with: AUC for binary labels, Spearman for graded ones."""
+    return "auc" if inp.data.get("binary_labels", 1) else "spearman"
+
+
+def _chance(key: str) -> float:
+    return 0.5 if key == "auc" else 0.0
+
+
+def _moved(comparison: dict[str, float], b: str, a: str, key: str) -> int:
+    """+1 if model b beats a on `key` by the paired bootstrap interval, -1 if it is worse, 0 if it cannot tell."""
+    lo, hi = comparison.get(f"{b}_vs_{a}_{key}_diff_ci_low"), comparison.get(f"{b}_vs_{a}_{key}_diff_ci_high")
+    if lo is None or hi is None:
+        return 0
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
+def learning_rates(inp: Inputs) -> str:
+    """Which learning rate each mode trained at, and where it came from."""
+    parts = []
+    for mode in ("full", "lora"):
+        lr = inp.train.get(mode, {}).get("lr")
+        if lr is not None:
+            rec = inp.tune.get(mode, {})
+            how = (f"chosen on dev among {len({t['lr'] for t in rec['trials']})} candidates" if rec.get("searched")
+                   else "set in params.yaml, not searched")
+            parts.append(f"{MODE_NAMES[mode]} at lr {lr:g} ({how})")
+    return "; ".join(parts)
+
+
 def verdict(inp: Inputs, comparison: dict[str, float]) -> str:
-    """One plain sentence: did fine-tuning fix the ranking, and how much of full's gain LoRA kept."""
-    m = inp.metrics
-    base, full, lora = (m[n]["auc"] for n in MODELS)
-    state = "inverted" if base < 0.5 else "right way round"
-    fixed = [n for n in ("full", "lora") if m[n]["auc"] > 0.5 and m[n].get("spearman", 0) > 0]
-    if len(fixed) == 2:
-        head = "Fine-tuning fixed the ranking"
-    elif fixed:
-        head = f"Only {fixed[0]} fine-tuning fixed the ranking"
+    """The headline in plain words: what fine-tuning did to the data's primary metric, how LoRA compares with
+    full fine-tuning (paired bootstrap), and at which learning rates."""
+    m, key = inp.metrics, primary(inp)
+    name = NAMES[key]
+    base, full, lora = (m[n].get(key, math.nan) for n in MODELS)
+    inverted = base < _chance(key)
+    figures = (f"eval {name} {base:.3f} (base{', inverted' if inverted else ''}) → {full:.3f} (full) and "
+               f"{lora:.3f} (LoRA)")
+    better = [n for n in ("full", "lora") if _moved(comparison, n, "base", key) > 0]
+    if len(better) == 2:
+        fixed = inverted and min(full, lora) > _chance(key)
+        head = "Fine-tuning fixed the ranking" if fixed else "Fine-tuning improved the ranking"
+    elif better:
+        head = (f"Only {MODE_NAMES[better[0]]} improved on the base; {MODE_NAMES[({'full', 'lora'} - set(better)).pop()]}"
+                " did not (its interval against the base includes 0 or lies below it)")
     else:
-        head = "Fine-tuning did not fix the ranking"
-    share = comparison.get("lora_share_of_full_gain_auc", math.nan)
-    kept = f"; LoRA kept {share:.0%} of full fine-tuning's AUC gain" if not math.isnan(share) else ""
-    return (f"{head}: eval AUC {base:.3f} (base, {state}) → {full:.3f} (full) and {lora:.3f} (LoRA){kept}.")
+        head = "Fine-tuning did not improve on the base (no interval against the base lies above 0)"
+    out = f"{head}: {figures}."
+    if key == "spearman" and "auc" in m["base"]:
+        out += (f" AUC at positive_threshold {inp.positive_threshold:g}: {m['base']['auc']:.3f} → "
+                f"{m['full']['auc']:.3f} / {m['lora']['auc']:.3f}.")
+    d, lo, hi = (comparison.get(f"lora_vs_full_{key}_diff{s}") for s in ("", "_ci_low", "_ci_high"))
+    if d is not None and lo is not None:
+        said = {1: "LoRA is better", -1: "full fine-tuning is better", 0: "the eval split cannot tell them apart"}
+        share = comparison.get(f"lora_share_of_full_gain_{key}", math.nan)
+        kept = f"; LoRA kept {share:.0%} of full fine-tuning's {name} gain" if not math.isnan(share) and full > base else ""
+        out += (f" LoRA minus full: {name} {d:+.3f} [{lo:+.3f}, {hi:+.3f}], {said[_moved(comparison, 'lora', 'full', key)]}"
+                f"{kept}.")
+    rates = learning_rates(inp)
+    return out + (f" Trained with {rates}." if rates else "")
+
+
+def diagnose(points: list[tuple[float, float]], base: float | None, plateau: float, metric: str) -> tuple[str, str]:
+    """One training run read from its own dev curve (one point an epoch): (finding, plain sentence).
+
+    did_nothing: the last epoch is no better than the base (by more than `plateau`); under_trained: still rising
+    by more than `plateau` over the last epoch; over_fitted: fell more than `plateau` below its best; else flat."""
+    vals = [v for _, v in points if not math.isnan(v)]
+    if not vals:
+        return "unknown", "no dev curve was logged"
+    last, best = vals[-1], max(vals)
+    if base is not None and not math.isnan(base) and last <= base + plateau:
+        return "did_nothing", (f"ends at dev {metric} {last:.3f}, no better than the base's {base:.3f}: it did nothing "
+                               "useful (check its learning rate, train.epochs and the labels)")
+    if len(vals) >= 2 and last - vals[-2] > plateau:
+        return "under_trained", (f"was still improving at the last epoch (dev {metric} {vals[-2]:.3f} → {last:.3f}): "
+                                 "under-trained; more train.epochs, or a higher learning rate, should help")
+    if best - last > plateau:
+        peak = vals.index(best) + 1
+        return "over_fitted", (f"peaked at epoch {peak} (dev {metric} {best:.3f}) and fell to {last:.3f}: over-fitted; "
+                               "fewer train.epochs, train.checkpoint: best, or a lower learning rate")
+    return "converged", f"levelled off (dev {metric} {last:.3f}, within {plateau:g} over the last epoch)"
+
+
+def diagnoses(inp: Inputs) -> dict[str, tuple[str, str]]:
+    """Each mode's training run, diagnosed from its dev curve of the primary metric; the base's dev figure is
+    alpha 0 of the interpolation grid (where that ran)."""
+    key = primary(inp)
+    out = {}
+    for mode, series in sorted(inp.curves.items()):
+        curve = inp.alpha_curves.get(mode) or [{}]
+        out[mode] = diagnose(series.get(f"dev/{key}", []), curve[0].get(f"dev_{key}"), inp.plateau, NAMES[key])
+    return out
+
+
+def warnings(inp: Inputs) -> list[str]:
+    """Plain-words lines for the top of the report: runs the headline rests on that their curves flag."""
+    out = []
+    for mode, (finding, sentence) in diagnoses(inp).items():
+        if finding in ("did_nothing", "under_trained", "over_fitted"):
+            out.append(f"The headline rests on a {MODE_NAMES[mode]} run that {sentence}. Its figures may understate "
+                       f"what {MODE_NAMES[mode]} can do on this data.")
+    return out + export_notes(inp)
 
 
 def _describe(pair_type: str) -> str:
@@ -287,14 +441,17 @@ def error_summary(inp: Inputs) -> list[str]:
         if errors is None:
             continue
         parts = []
-        for kind, what, verb, total in (("fp", "incompatible", "pass as compatible", m["n_pairs"] - m["n_positives"]),
-                                        ("fn", "compatible", "are rejected", m["n_positives"])):
+        pos, neg = inp.names
+        for kind, what, verb, total in (("fp", neg, f"pass as {pos}", m["n_pairs"] - m["n_positives"]),
+                                        ("fn", pos, "are rejected", m["n_positives"])):
             groups = by_count(errors[kind])
             n = sum(g["count"] for g in groups.values())
             top = ", ".join(f"{g['count']} of {g['of']} {_describe(t)}" for t, g in list(groups.items())[:2])
-            parts.append(f"{n} of {int(total)} {what} pairs {verb}" + (f", most often {top}" if n else ""))
+            grouped = n and has_groups(inp, "by_pair_type")
+            parts.append(f"{n} of {int(total)} {what} pairs {verb}" + (f", most often {top}" if grouped else ""))
         flipped = sum(g["flipped"] for kind in errors.values() for g in kind.values())
-        tail = f". {flipped} of these errors are pairs the data marks as mislabelled (label_flipped)" if flipped else ""
+        tail = (f". {flipped} of these errors {'is a pair' if flipped == 1 else 'are pairs'} the data marks as "
+                "mislabelled (label_flipped)") if flipped else ""
         out.append(f"{name} (threshold {m['threshold']:.3f} from dev): " + "; ".join(parts) + tail + ".")
     return out
 
@@ -371,6 +528,24 @@ def export_notes(inp: Inputs) -> list[str]:
             for variant, why in e.get("status", {}).items() if why != "ok"]
 
 
+def _tune_rows(inp: Inputs) -> list[dict[str, str]]:
+    """One row per mode: the learning rate it trained at and how that was chosen."""
+    rows = []
+    for mode in ("full", "lora"):
+        rec, lr = inp.tune.get(mode, {}), inp.train.get(mode, {}).get("lr")
+        if lr is None:
+            continue
+        if rec.get("searched"):
+            rungs = sorted({(t["rung"], t["steps"]) for t in rec["trials"]})
+            how = (f"successive halving on dev {NAMES.get(rec['metric'], rec['metric'])}: "
+                   + ", then ".join(f"{sum(t['rung'] == r for t in rec['trials'])} x {steps} steps" for r, steps in rungs)
+                   + f" ({sum(t['steps'] for t in rec['trials'])} trial steps; the run itself is {rec['run_steps']})")
+        else:
+            how = "set in params.yaml (train.<mode>.lr is a number): no search"
+        rows.append({"mode": MODE_NAMES[mode], "lr": f"{lr:g}", "how": how})
+    return rows
+
+
 def alpha_rule(params: dict[str, Any]) -> str:
     """How the interpolation chose alpha, in words, from the rule the run used."""
     if params.get("interpolate.rule") == "retention":
@@ -419,8 +594,12 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
         cost=cost,
         comparison=sorted(comparison.items()), details=inp.details, examples=inp.examples, data=inp.data,
         params=inp.params, versions=sorted(inp.versions.items()), bootstrap=inp.bootstrap,
-        confidence=inp.confidence, metrics=m, breakdown_keys=("by_category", "by_pair_type"),
-        retention=_retention_rows(inp), exports=_export_rows(inp), export_notes=export_notes(inp),
+        confidence=inp.confidence, metrics=m, names=inp.names, has_types=has_groups(inp, "by_pair_type"),
+        breakdown_keys=[k for k in ("by_category", "by_pair_type") if has_groups(inp, k)],
+        absent=[f for k, f in (("by_category", "category"), ("by_pair_type", "pair_type")) if not has_groups(inp, k)],
+        retention=_retention_rows(inp), exports=_export_rows(inp), top_notes=warnings(inp),
+        diagnosis=[(MODE_NAMES[mode], finding, sentence) for mode, (finding, sentence) in diagnoses(inp).items()],
+        tune=_tune_rows(inp),
         alpha_rule=alpha_rule(inp.params),
         paired=_paired_rows(comparison),
         shares=[(key, _fmt(comparison.get(f"lora_share_of_full_gain_{key}", math.nan)))

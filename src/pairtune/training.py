@@ -263,28 +263,48 @@ def live_callback(live: Any) -> Any:
     return LiveCallback()
 
 
-def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: list[dict[str, Any]],
-               binary: bool, base_dir: str, out: Any, live_dir: str | None) -> dict[str, Any]:
-    """Load the verified base, train it in `mode`, write the model folder `out`; return the train metrics."""
-    import json
-    from pathlib import Path
+def chosen_lr(mode: str, configured: float | str, record: dict[str, Any] | None) -> float:
+    """The learning rate the train stage uses: the configured number, or for auto the tune stage's choice."""
+    if configured != "auto":
+        return float(configured)
+    if record is None or not record.get("searched"):
+        raise PairtuneError(f"params.yaml: train.{mode}.lr: auto, but no search result was given (the tune stage "
+                            f"writes it: dvc repro tune@{mode})")
+    return float(record["lr"])
 
+
+def start(mode: str, p: Any, base_dir: str) -> tuple[SentenceTransformer, str, Knobs, hardware.Machine]:
+    """The verified base on this worker's device, seeded, with a fresh adapter for LoRA, and the speed knobs
+    as decided for this machine: where every training run (the train stage's, a tune trial) begins."""
     from transformers import set_seed
 
     from pairtune import distributed, models
 
-    out = Path(out)
     device = distributed.local_device(models.pick_device(p.train.device))
     model = models.load_model(base_dir, device)
     set_seed(p.seed)
     if mode == "lora":
         models.add_lora(model, p.train.lora, p.seed)
-    trainable, total = models.count_params(model)
     mach = hardware.machine(device)
-    knobs = hardware.resolve(p.train, mach, mode)
-    log.info("%s: %d trainable of %d parameters (%.2f%%) on %s", mode, trainable, total, 100 * trainable / total,
-             mach.describe())
-    lr = p.train.lora.lr if mode == "lora" else p.train.full.lr
+    return model, device, hardware.resolve(p.train, mach, mode), mach
+
+
+def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: list[dict[str, Any]],
+               binary: bool, base_dir: str, out: Any, live_dir: str | None, lr: float | None = None,
+               ) -> dict[str, Any]:
+    """Load the verified base, train it in `mode` at `lr` (None: train.<mode>.lr, which must then be a number),
+    write the model folder `out`; return the train metrics."""
+    import json
+    from pathlib import Path
+
+    from pairtune import distributed, models
+
+    out = Path(out)
+    lr = chosen_lr(mode, getattr(p.train, mode).lr, None) if lr is None else lr
+    model, device, knobs, mach = start(mode, p, base_dir)
+    trainable, total = models.count_params(model)
+    log.info("%s: %d trainable of %d parameters (%.2f%%) on %s, lr %g", mode, trainable, total,
+             100 * trainable / total, mach.describe(), lr)
     callbacks = []
     if live_dir:
         live = plain_live(live_dir)

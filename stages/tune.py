@@ -1,0 +1,62 @@
+"""tune: choose train.<mode>.lr on the dev split when it is auto (successive halving over params `tune`).
+
+Reads params `seed`, `base.model`, `data.positive_threshold`, the shared `train.*` keys, `train.<mode>` and
+`tune.*`, <data>/{train,dev}.jsonl and the base fingerprint <base>; never the eval split. Writes <out>/trials.json
+(the chosen lr, the dev metric and every trial: rung, lr, steps, dev AUC and Spearman), which the train stage
+reads, and <metrics> (the choice and what the search cost). A number in train.<mode>.lr: no search, and the
+record says so.
+Run: python stages/tune.py --mode lora --data data/prepared --base models/base --out plots/tune_lora \
+         --metrics metrics/tune_lora.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from pairtune import io, params, tune
+from pairtune.data import is_binary, read_prepared
+from pairtune.errors import run_stage, setup_logging
+
+log = logging.getLogger("tune")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for flag in ("--data", "--base", "--out", "--metrics"):
+        ap.add_argument(flag, required=True)
+    ap.add_argument("--mode", choices=("full", "lora"), required=True)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    setup_logging()
+    p = params.load(args.params)
+    configured = getattr(p.train, args.mode).lr
+    record: dict = {"lr": configured, "searched": 0}
+    cost = {"lr": configured, "search_s": 0.0, "trials": 0}
+    if configured == "auto":
+        train_pairs, dev_pairs = read_prepared(f"{args.data}/train.jsonl"), read_prepared(f"{args.data}/dev.jsonl")
+        binary = is_binary(train_pairs + dev_pairs)
+        metric, total = tune.metric_for(p.tune, binary), tune.full_steps(p, len(train_pairs))
+        grid = getattr(p.tune, args.mode)
+        plan = tune.rung_plan(len(grid), p.tune.rungs, p.tune.budget, total)
+        log.info("%s: %d candidates, rungs of %s steps (one training run: %d steps), ranked by dev %s", args.mode,
+                 len(grid), " -> ".join(f"{n} x {s}" for n, s in plan), total, metric)
+        start = time.perf_counter()
+        lr, trials = tune.search(grid, plan, p.tune.tie, metric, lambda lr, steps: tune.run_trial(
+            args.mode, p, train_pairs, dev_pairs, binary, args.base, lr, steps, total))
+        wall = round(time.perf_counter() - start, 2)
+        log.info("%s: chose lr %g on dev %s in %.1f s", args.mode, lr, metric, wall)
+        record = {"lr": lr, "searched": 1, "metric": metric, "run_steps": total, "tie": p.tune.tie,
+                  "trials": [{k: v for k, v in t.items() if k != "wall_s"} for t in trials]}
+        cost = {"lr": lr, "search_s": wall, "trials": len(trials),
+                "trial_steps_share": round(sum(t["steps"] for t in trials) / total, 4)}
+    else:
+        log.info("%s: train.%s.lr is %g: no search", args.mode, args.mode, configured)
+    with io.atomic_dir(args.out) as tmp:
+        io.write_json(tmp / "trials.json", record)
+    io.write_json(args.metrics, {args.mode: cost})
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,144 @@
+"""The learning-rate search: its plan, its choice and tie rule, the stage on the tiny model, and bad params."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from pairtune import params, tune
+from pairtune.errors import PairtuneError
+from conftest import TINY_PARAMS, write_params
+
+
+def test_rung_plan_halves_candidates_doubles_steps_within_the_budget():
+    assert tune.rung_plan(4, 2, 1.0, 372) == [(4, 46), (2, 92)]  # 4*46 + 2*92 = 368 <= 372
+    assert tune.rung_plan(4, 1, 1.0, 372) == [(4, 93)]
+    assert tune.rung_plan(5, 3, 1.0, 400) == [(5, 21), (3, 42), (2, 84)]  # 5*21 + 3*42 + 2*84 = 399
+    assert tune.rung_plan(2, 5, 1.0, 400) == [(2, 200)]  # a rung that would keep one candidate is not run
+    for n, rungs, budget, total in ((4, 2, 1.0, 372), (5, 3, 0.5, 1000), (7, 3, 2.0, 500)):
+        plan = tune.rung_plan(n, rungs, budget, total)
+        assert sum(c * s for c, s in plan) <= budget * total
+
+
+def test_a_budget_too_small_for_a_real_trial_is_one_line():
+    with pytest.raises(PairtuneError, match=r"^params.yaml: tune.budget: 0.1 of a 100-step run gives rung-0 trials of 1 steps"):
+        tune.rung_plan(4, 2, 0.1, 100)
+
+
+def test_rank_ties_go_to_the_smaller_learning_rate():
+    assert tune.rank({1e-3: 0.90, 2e-3: 0.95, 5e-4: 0.80}, 0.002) == [2e-3, 1e-3, 5e-4]
+    assert tune.rank({1e-3: 0.949, 2e-3: 0.95, 5e-4: 0.80}, 0.002) == [1e-3, 2e-3, 5e-4]  # within the tie
+    assert tune.rank({1e-3: float("nan"), 2e-3: 0.5}, 0.0)[0] == 2e-3  # a NaN metric never wins
+
+
+def test_search_keeps_the_better_half_and_chooses_the_clear_best():
+    """A constructed case: dev AUC peaks at 1e-3, whatever the trial length."""
+    calls = []
+
+    def trial(lr: float, steps: int) -> dict[str, float]:
+        calls.append((lr, steps))
+        score = 0.99 - abs(lr - 1e-3) * 100 - 0.01 * (steps < 90)
+        return {"dev_auc": score, "dev_spearman": score / 2}
+
+    lr, rows = tune.search((2e-4, 5e-4, 1e-3, 2e-3), [(4, 46), (2, 92)], 0.002, "auc", trial)
+    assert lr == 1e-3
+    assert calls == [(2e-4, 46), (5e-4, 46), (1e-3, 46), (2e-3, 46), (1e-3, 92), (5e-4, 92)]
+    assert [r["rung"] for r in rows] == [0, 0, 0, 0, 1, 1] and all("wall_s" in r for r in rows)
+
+
+def test_chosen_lr_a_number_or_the_search_result():
+    from pairtune.training import chosen_lr
+
+    assert chosen_lr("full", 2e-5, None) == 2e-5
+    assert chosen_lr("full", 2e-5, {"lr": 1e-3, "searched": 1}) == 2e-5  # a number wins
+    assert chosen_lr("lora", "auto", {"lr": 1e-3, "searched": 1}) == 1e-3
+    with pytest.raises(PairtuneError, match=r"train.lora.lr: auto, but no search result .* dvc repro tune@lora"):
+        chosen_lr("lora", "auto", {"lr": 2e-4, "searched": 0})
+
+
+@pytest.mark.parametrize("key, value, message", [
+    (("train", "full", "lr"), "fast", "train.full.lr: expected a positive learning rate or auto, got 'fast'"),
+    (("train", "lora", "lr"), -1e-4, "train.lora.lr: expected a positive learning rate or auto, got -0.0001"),
+    (("tune", "lora"), [], "tune.lora: expected a non-empty list of distinct positive numbers, got []"),
+    (("tune", "full"), [1e-5, 1e-5], "tune.full: expected a non-empty list of distinct positive numbers"),
+    (("tune", "full"), [1e-5, "2e-5"], "tune.full: expected a non-empty list of distinct positive numbers"),
+    (("tune", "metric"), "f1", "tune.metric: 'f1' is not one of auto, auc, spearman"),
+    (("tune", "rungs"), 0, "tune.rungs: 0 is outside [1, 10]"),
+    (("tune", "tie"), 2.0, "tune.tie: 2.0 is outside [0, 1]"),
+])
+def test_bad_search_params_are_one_line(key, value, message):
+    raw = json.loads(json.dumps(TINY_PARAMS))
+    node = raw
+    for k in key[:-1]:
+        node = node[k]
+    node[key[-1]] = value
+    with pytest.raises(PairtuneError) as err:
+        params.from_dict(raw)
+    assert str(err.value).startswith(f"params.yaml: {message}") and "\n" not in str(err.value)
+
+
+def _tune_stage(root, mode: str, name: str, params_file: str, data: str = "data/prepared") -> dict:
+    import tune as tune_stage  # stages/tune.py
+
+    tune_stage.main(["--mode", mode, "--data", str(root / data), "--base", str(root / "models/base"),
+                     "--out", str(root / f"plots/{name}"), "--metrics", str(root / f"metrics/{name}.json"),
+                     "--params", str(root / params_file)])
+    return json.loads((root / f"plots/{name}/trials.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def auto_params(trained):
+    from ruamel.yaml import YAML
+
+    raw = YAML(typ="safe").load((trained / "params.yaml").read_text())  # base.model: the tiny model's folder
+    raw["train"]["lora"]["lr"] = "auto"
+    write_params(trained / "auto.yaml", raw)
+    return "auto.yaml"
+
+
+def test_the_stage_searches_on_dev_and_train_uses_its_choice(trained, auto_params, monkeypatch):
+    monkeypatch.chdir(trained)
+    record = _tune_stage(trained, "lora", "tune_lora", auto_params)
+    grid = TINY_PARAMS["tune"]["lora"]
+    assert record["searched"] == 1 and record["metric"] == "auc" and record["lr"] in grid
+    assert {t["lr"] for t in record["trials"] if t["rung"] == 0} == set(grid)
+    cost = json.loads((trained / "metrics/tune_lora.json").read_text())["lora"]
+    assert cost["lr"] == record["lr"] and cost["trials"] == len(record["trials"]) and cost["search_s"] > 0
+    assert cost["trial_steps_share"] <= TINY_PARAMS["tune"]["budget"]
+    # the chosen trial is the best of the last rung, by the tie rule
+    last = [t for t in record["trials"] if t["rung"] == record["trials"][-1]["rung"]]
+    assert record["lr"] == tune.rank({t["lr"]: t["dev_auc"] for t in last}, record["tie"])[0]
+
+    import train as train_stage  # stages/train.py
+
+    train_stage.main(["--mode", "lora", "--data", "data/prepared", "--base", "models/base", "--out", "models/lora_auto",
+                      "--metrics", "metrics/train_lora_auto.json", "--live", "dvclive/train_lora_auto",
+                      "--tune", "plots/tune_lora/trials.json", "--params", auto_params])
+    assert json.loads((trained / "dvclive/train_lora_auto/train.json").read_text())["lr"] == record["lr"]
+
+
+def test_flipping_every_eval_label_changes_nothing_in_the_search(trained, auto_params, monkeypatch):
+    monkeypatch.chdir(trained)
+    flipped = trained / "data/flipped_tune"
+    shutil.copytree(trained / "data/prepared", flipped, dirs_exist_ok=True)
+    rows = [json.loads(line) for line in (flipped / "eval.jsonl").read_text().splitlines()]
+    (flipped / "eval.jsonl").write_text("".join(json.dumps(dict(r, label=1 - r["label"])) + "\n" for r in rows))
+    a = _tune_stage(trained, "lora", "tune_a", auto_params)
+    b = _tune_stage(trained, "lora", "tune_b", auto_params, data="data/flipped_tune")
+    assert a == b
+
+
+def test_a_fixed_learning_rate_runs_no_search(trained, monkeypatch):
+    monkeypatch.chdir(trained)
+    raw = json.loads(json.dumps(TINY_PARAMS))
+    raw["base"]["model"] = "unused"
+    write_params(trained / "fixed.yaml", raw)
+
+    def no_trials(*args, **kwargs):
+        raise AssertionError("a trial ran")
+
+    monkeypatch.setattr(tune, "run_trial", no_trials)
+    record = _tune_stage(trained, "full", "tune_fixed", "fixed.yaml")
+    assert record == {"lr": TINY_PARAMS["train"]["full"]["lr"], "searched": 0}
