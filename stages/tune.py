@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
         log.info("%s: chose lr %g on dev %s in %.1f s", args.mode, lr, metric, wall)
         record = {"lr": lr, "searched": 1, "metric": metric, "run_steps": total, "tie": p.tune.tie,
                   "trials": [{k: v for k, v in t.items() if k != "wall_s"} for t in trials]}
+        if note := tune.edge_note(args.mode, lr, grid):
+            log.warning("%s: %s", args.mode, note)
+            record["note"] = note
         cost = {"lr": lr, "search_s": wall, "trials": len(trials),
                 "trial_steps_share": round(sum(t["steps"] for t in trials) / total, 4)}
     else:

@@ -142,3 +142,11 @@ def test_a_fixed_learning_rate_runs_no_search(trained, monkeypatch):
     monkeypatch.setattr(tune, "run_trial", no_trials)
     record = _tune_stage(trained, "full", "tune_fixed", "fixed.yaml")
     assert record == {"lr": TINY_PARAMS["train"]["full"]["lr"], "searched": 0}
+
+
+def test_a_choice_at_the_edge_of_the_grid_is_noted():
+    grid = (2e-4, 5e-4, 1e-3, 2e-3)
+    assert tune.edge_note("lora", 1e-3, grid) is None
+    assert tune.edge_note("lora", 2e-3, grid).startswith("chose the largest candidate (0.002): a better rate may lie "
+                                                          "beyond tune.lora")
+    assert "smallest candidate (0.0002)" in tune.edge_note("lora", 2e-4, grid)

@@ -539,7 +539,8 @@ def _tune_rows(inp: Inputs) -> list[dict[str, str]]:
             rungs = sorted({(t["rung"], t["steps"]) for t in rec["trials"]})
             how = (f"successive halving on dev {NAMES.get(rec['metric'], rec['metric'])}: "
                    + ", then ".join(f"{sum(t['rung'] == r for t in rec['trials'])} x {steps} steps" for r, steps in rungs)
-                   + f" ({sum(t['steps'] for t in rec['trials'])} trial steps; the run itself is {rec['run_steps']})")
+                   + f" ({sum(t['steps'] for t in rec['trials'])} trial steps; the run itself is {rec['run_steps']})"
+                   + (f". Note: it {rec['note']}" if rec.get("note") else ""))
         else:
             how = "set in params.yaml (train.<mode>.lr is a number): no search"
         rows.append({"mode": MODE_NAMES[mode], "lr": f"{lr:g}", "how": how})

@@ -95,3 +95,11 @@ def run_trial(mode: str, p: Params, train_pairs: list[dict[str, Any]], dev_pairs
     figures = training.dev_evaluator(dev_pairs, p.data.positive_threshold)(model)
     return {"dev_auc": round(float(figures["dev_auc"]), 6), "dev_spearman": round(float(figures["dev_spearman"]), 6)}
 
+
+def edge_note(mode: str, lr: float, grid: tuple[float, ...]) -> str | None:
+    """A note when the choice is the grid's smallest or largest rate: the best may lie beyond it."""
+    if len(grid) < 2 or min(grid) < lr < max(grid):
+        return None
+    side = "largest" if lr == max(grid) else "smallest"
+    return (f"chose the {side} candidate ({lr:g}): a better rate may lie beyond tune.{mode}; "
+            f"consider extending it that way")
