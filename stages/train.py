@@ -6,7 +6,7 @@ Reads params `seed`, `data.positive_threshold`, `train.*` (shared keys and the m
 `full`, adapter files only for `lora`, plus the probe fingerprint), <metrics> (training cost under the mode's
 name) and in <live> the DVCLive curves and train.json (the full record: knobs as decided, machine, sizes).
 Run: python stages/train.py --mode lora --data data/prepared --base models/base --out models/lora \
-         --metrics metrics/train_lora.json --live dvclive/train_lora --tune metrics/tune_lora.json
+         --metrics metrics/train_lora.json --live dvclive/train_lora --tune plots/tune_lora/choice.json
 """
 
 from __future__ import annotations

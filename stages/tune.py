@@ -2,8 +2,8 @@
 
 Reads params `seed`, `base.model`, `data.positive_threshold`, the shared `train.*` keys, `train.<mode>` and
 `tune.*`, <data>/{train,dev}.jsonl and the base fingerprint <base>; never the eval split. Writes <out>/trials.json
-(the chosen lr, the dev metric and every trial: rung, lr, steps, dev AUC and Spearman), which the train stage
-reads, and <metrics> (the choice and what the search cost). A number in train.<mode>.lr: no search, and the
+(the chosen lr, the dev metric and every trial: rung, lr, steps, dev AUC and Spearman), <out>/choice.json (the
+lr alone, which the train stage reads) and <metrics> (the choice and what the search cost). A number in train.<mode>.lr: no search, and the
 record says so.
 Run: python stages/tune.py --mode lora --data data/prepared --base models/base --out plots/tune_lora \
          --metrics metrics/tune_lora.json
@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         log.info("%s: %d candidates, rungs of %s steps (one training run: %d steps), ranked by dev %s", args.mode,
                  len(grid), " -> ".join(f"{n} x {s}" for n, s in plan), total, metric)
         start = time.perf_counter()
-        lr, trials = tune.search(grid, plan, p.tune.tie, metric, lambda lr, steps: tune.run_trial(
-            args.mode, p, train_pairs, dev_pairs, binary, args.base, lr, steps, total))
+        trial = tune.trials(args.mode, p, train_pairs, dev_pairs, binary, args.base, total)
+        lr, trials = tune.search(grid, plan, p.tune.tie, metric, trial)
         wall = round(time.perf_counter() - start, 2)
         log.info("%s: chose lr %g on dev %s in %.1f s", args.mode, lr, metric, wall)
         record = {"lr": lr, "searched": 1, "metric": metric, "run_steps": total, "tie": p.tune.tie,
@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         log.info("%s: train.%s.lr is %g: no search", args.mode, args.mode, configured)
     with io.atomic_dir(args.out) as tmp:
         io.write_json(tmp / "trials.json", record)
+        # what train reads, apart from the trials: a search that changes but chooses the same rate retrains nothing
+        io.write_json(tmp / "choice.json", {"lr": record["lr"], "searched": record["searched"]})
     io.write_json(args.metrics, {args.mode: cost})
 
 

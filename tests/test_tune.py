@@ -106,6 +106,7 @@ def test_the_stage_searches_on_dev_and_train_uses_its_choice(trained, auto_param
     assert {t["lr"] for t in record["trials"] if t["rung"] == 0} == set(grid)
     cost = json.loads((trained / "metrics/tune_lora.json").read_text())["lora"]
     assert cost["lr"] == record["lr"] and cost["trials"] == len(record["trials"]) and cost["search_s"] > 0
+    assert json.loads((trained / "plots/tune_lora/choice.json").read_text()) == {"lr": record["lr"], "searched": 1}
     assert cost["trial_steps_share"] <= TINY_PARAMS["tune"]["budget"]
     # the chosen trial is the best of the last rung, by the tie rule
     last = [t for t in record["trials"] if t["rung"] == record["trials"][-1]["rung"]]
@@ -115,7 +116,7 @@ def test_the_stage_searches_on_dev_and_train_uses_its_choice(trained, auto_param
 
     train_stage.main(["--mode", "lora", "--data", "data/prepared", "--base", "models/base", "--out", "models/lora_auto",
                       "--metrics", "metrics/train_lora_auto.json", "--live", "dvclive/train_lora_auto",
-                      "--tune", "plots/tune_lora/trials.json", "--params", auto_params])
+                      "--tune", "plots/tune_lora/choice.json", "--params", auto_params])
     assert json.loads((trained / "dvclive/train_lora_auto/train.json").read_text())["lr"] == record["lr"]
 
 
@@ -139,9 +140,10 @@ def test_a_fixed_learning_rate_runs_no_search(trained, monkeypatch):
     def no_trials(*args, **kwargs):
         raise AssertionError("a trial ran")
 
-    monkeypatch.setattr(tune, "run_trial", no_trials)
+    monkeypatch.setattr(tune, "trials", no_trials)
     record = _tune_stage(trained, "full", "tune_fixed", "fixed.yaml")
     assert record == {"lr": TINY_PARAMS["train"]["full"]["lr"], "searched": 0}
+    assert json.loads((trained / "plots/tune_fixed/choice.json").read_text()) == record
 
 
 def test_a_choice_at_the_edge_of_the_grid_is_noted():

@@ -246,13 +246,16 @@ def _tune_chart(inp: Inputs) -> tuple[str, str, str]:
         final = [t for t in rec["trials"] if t["lr"] == rec["lr"]][-1]
         ax.scatter([rec["lr"]], [final[key]], s=220, marker="*", color="#ff9f1c", zorder=4, label=f"chosen {rec['lr']:g}")
         ax.set_xscale("log")
+        grid = sorted({t["lr"] for t in rec["trials"]})  # the candidates, labelled as params.yaml writes them
+        ax.set_xticks(grid, [f"{lr:g}" for lr in grid])
+        ax.minorticks_off()
         ax.set_xlabel("learning rate")
         ax.set_ylabel(f"dev {NAMES.get(rec['metric'], rec['metric'])}")
         ax.set_title(mode)
         ax.legend(fontsize=7)
-    return ("Learning-rate search (tune stage)", "Dev split only: each rung trains the surviving candidates from the "
-            "base with the recipe compressed to that many steps; the better half goes on with twice the steps. "
-            "The chosen rate is the best of the last rung (within tune.tie, the smaller rate).", _png(fig))
+    return ("Learning-rate search (tune stage)", "Dev split only: each trial trains a candidate from the base with "
+            "the recipe compressed to that many steps; with several rungs the better half goes on with twice the "
+            "steps. The chosen rate is the best of the last rung (within tune.tie, the smaller rate).", _png(fig))
 
 
 def _tradeoff_chart(inp: Inputs) -> tuple[str, str, str]:
@@ -537,7 +540,8 @@ def _tune_rows(inp: Inputs) -> list[dict[str, str]]:
             continue
         if rec.get("searched"):
             rungs = sorted({(t["rung"], t["steps"]) for t in rec["trials"]})
-            how = (f"successive halving on dev {NAMES.get(rec['metric'], rec['metric'])}: "
+            kind = "successive halving" if len(rungs) > 1 else "one trial per candidate"
+            how = (f"{kind} on dev {NAMES.get(rec['metric'], rec['metric'])}: "
                    + ", then ".join(f"{sum(t['rung'] == r for t in rec['trials'])} x {steps} steps" for r, steps in rungs)
                    + f" ({sum(t['steps'] for t in rec['trials'])} trial steps; the run itself is {rec['run_steps']})"
                    + (f". Note: it {rec['note']}" if rec.get("note") else ""))

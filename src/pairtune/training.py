@@ -139,10 +139,11 @@ def steps_per_epoch(n_pairs: int, batch_size: int) -> int:
 
 def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pairs: list[dict[str, Any]],
           cfg: Train, lr: float, seed: int, device: str, binary: bool, positive_threshold: float,
-          knobs: Knobs, callbacks: list[Any] | None = None) -> TrainResult:
+          knobs: Knobs, callbacks: list[Any] | None = None, epoch_eval: bool = True) -> TrainResult:
     """Train `model` in place with the stock trainer; returns what the metrics file needs.
 
     `knobs`: the speed knobs as pairtune.hardware decided them for this machine (`cfg`'s may say auto).
+    `epoch_eval`: score dev at each epoch's end (the curves; a tune trial is scored once, by its caller).
     """
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
@@ -192,7 +193,7 @@ def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pai
             use_cpu=device == "cpu",
             ddp_backend=None if workers == 1 else "gloo" if device == "cpu" else "nccl",
             ddp_find_unused_parameters=False,
-            eval_strategy="epoch",
+            eval_strategy="epoch" if epoch_eval or best else "no",
             save_strategy="epoch" if best else "no",
             save_total_limit=1 if best else None,
             load_best_model_at_end=best,
@@ -273,15 +274,19 @@ def chosen_lr(mode: str, configured: float | str, record: dict[str, Any] | None)
     return float(record["lr"])
 
 
-def start(mode: str, p: Any, base_dir: str) -> tuple[SentenceTransformer, str, Knobs, hardware.Machine]:
+def start(mode: str, p: Any, base_dir: str, base: SentenceTransformer | None = None,
+          ) -> tuple[SentenceTransformer, str, Knobs, hardware.Machine]:
     """The verified base on this worker's device, seeded, with a fresh adapter for LoRA, and the speed knobs
-    as decided for this machine: where every training run (the train stage's, a tune trial) begins."""
+    as decided for this machine: where every training run (the train stage's, a tune trial) begins.
+    `base`: an already verified base to copy (tune's trials load it once), instead of loading `base_dir`."""
+    import copy
+
     from transformers import set_seed
 
     from pairtune import distributed, models
 
     device = distributed.local_device(models.pick_device(p.train.device))
-    model = models.load_model(base_dir, device)
+    model = copy.deepcopy(base) if base is not None else models.load_model(base_dir, device)
     set_seed(p.seed)
     if mode == "lora":
         models.add_lora(model, p.train.lora, p.seed)

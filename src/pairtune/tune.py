@@ -82,18 +82,26 @@ def full_steps(p: Params, n_train: int) -> int:
     return p.train.max_steps or p.train.epochs * steps_per_epoch(n_train, p.train.batch_size)
 
 
-def run_trial(mode: str, p: Params, train_pairs: list[dict[str, Any]], dev_pairs: list[dict[str, Any]],
-              binary: bool, base_dir: str, lr: float, steps: int, total: int) -> dict[str, float]:
-    """Train `mode` from the base at `lr` for `steps` (the recipe compressed: warm-up scaled with it) and
-    return its dev AUC and Spearman. Same seed, data order and speed knobs as the train stage."""
-    from pairtune import training
+def trials(mode: str, p: Params, train_pairs: list[dict[str, Any]], dev_pairs: list[dict[str, Any]],
+           binary: bool, base_dir: str, total: int) -> Callable[[float, int], dict[str, float]]:
+    """`trial(lr, steps)`: train `mode` from the base at `lr` for `steps` (the recipe compressed: warm-up scaled
+    with it) and return its dev AUC and Spearman. Same seed, data order and speed knobs as the train stage;
+    the base is loaded and verified once and copied for each trial."""
+    from pairtune import models, training
 
-    cfg = dataclasses.replace(p.train, max_steps=steps, checkpoint="last",
-                              warmup_steps=round(p.train.warmup_steps * steps / total))
-    model, device, knobs, _ = training.start(mode, p, base_dir)
-    training.train(model, train_pairs, dev_pairs, cfg, lr, p.seed, device, binary, p.data.positive_threshold, knobs)
-    figures = training.dev_evaluator(dev_pairs, p.data.positive_threshold)(model)
-    return {"dev_auc": round(float(figures["dev_auc"]), 6), "dev_spearman": round(float(figures["dev_spearman"]), 6)}
+    base = models.load_model(base_dir, models.pick_device(p.train.device))
+    evaluator = training.dev_evaluator(dev_pairs, p.data.positive_threshold)
+
+    def trial(lr: float, steps: int) -> dict[str, float]:
+        cfg = dataclasses.replace(p.train, max_steps=steps, checkpoint="last",
+                                  warmup_steps=round(p.train.warmup_steps * steps / total))
+        model, device, knobs, _ = training.start(mode, p, base_dir, base)
+        training.train(model, train_pairs, dev_pairs, cfg, lr, p.seed, device, binary, p.data.positive_threshold,
+                       knobs, epoch_eval=False)
+        figures = evaluator(model)
+        return {"dev_auc": round(float(figures["dev_auc"]), 6), "dev_spearman": round(float(figures["dev_spearman"]), 6)}
+
+    return trial
 
 
 def edge_note(mode: str, lr: float, grid: tuple[float, ...]) -> str | None:
