@@ -432,3 +432,14 @@ def test_auto_int8_tries_every_method_on_a_model_none_can_hold(spoiled):
     assert list(m["int8_tried"]) == list(export.AUTO_INT8)
     closest = min(m["int8_tried"], key=lambda k: max(m["int8_tried"][k]["auc"], m["int8_tried"][k]["spearman"] / 2))
     assert m["int8_method"] == closest and m["status"]["int8"].startswith("refused: ")
+
+
+def test_a_zero_int8_tolerance_refuses_rather_than_crashes(exported):
+    """int8_auc_tol 0 admits only a delta of exactly 0: auto tries every method and the eval check refuses
+    (found by `dvc repro` with the tolerance at 0: the dev check divided by it)."""
+    params = _params_with(exported, "zero_tol.yaml", int8_method="auto", int8_auc_tol=0.0, int8_spearman_tol=0.0)
+    _run_export(exported, "lora", "models/export_zero/lora", "metrics/export_zero.json", params)
+    m = json.loads((exported / "metrics/export_zero.json").read_text())
+    assert not m["status"]["int8"].startswith("failed")
+    exact = m.get("int8_auc_delta") == 0 and m.get("int8_spearman_delta") == 0
+    assert m["status"]["int8"] == "ok" if exact else m["status"]["int8"].startswith("refused: ")

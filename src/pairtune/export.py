@@ -367,6 +367,14 @@ AUTO_INT8 = ("dynamic", "dynamic_ffn_fp32", "weight_only")
 DEV_MARGIN = 0.5
 
 
+def _share_of_tolerance(delta: dict[str, float], cfg: Export) -> float:
+    """The larger of the AUC and Spearman deltas as a share of its tolerance (a tolerance of 0 admits only 0)."""
+    def share(d: float, tol: float) -> float:
+        return d / tol if tol > 0 else 0.0 if d == 0 else math.inf
+
+    return max(share(delta["auc"], cfg.int8_auc_tol), share(delta["spearman"], cfg.int8_spearman_tol))
+
+
 def _choose_int8(out: Path, cfg: Export, dev: list[dict[str, Any]], texts: list[str], index: dict[str, int],
                  fp32: np.ndarray, batch_size: int, positive_threshold: float,
                  ) -> tuple[str, np.ndarray, dict[str, dict[str, float]]]:
@@ -390,14 +398,13 @@ def _choose_int8(out: Path, cfg: Export, dev: list[dict[str, Any]], texts: list[
         embeddings[method] = OnnxEncoder.load(out, ONNX_INT8).encode(texts, batch_size)
         q = quality(M.pair_scores(embeddings[method], index, dev), graded, y)
         tried[method] = {k: float(f"{abs(q[k] - ref[k]):.6g}") for k in q}
-        share = max(tried[method]["auc"] / cfg.int8_auc_tol, tried[method]["spearman"] / cfg.int8_spearman_tol)
+        share = _share_of_tolerance(tried[method], cfg)
         log.info("int8 %s: dev AUC delta %.5f, Spearman delta %.5f (%.0f%% of the tolerance)", method,
-                 tried[method]["auc"], tried[method]["spearman"], 100 * share)
+                 tried[method]["auc"], tried[method]["spearman"], min(100 * share, 1e6))
         if share <= DEV_MARGIN or len(candidates) == 1:
             return method, embeddings[method], tried
     # none within the margin: the closest on dev (its file is rewritten unless it was the last one tried)
-    best = min(tried, key=lambda m: max(tried[m]["auc"] / cfg.int8_auc_tol,
-                                        tried[m]["spearman"] / cfg.int8_spearman_tol))
+    best = min(tried, key=lambda m: _share_of_tolerance(tried[m], cfg))
     if best != method:
         quantize_int8(out / ONNX_FP32, out / ONNX_INT8, best, cfg.int8_per_channel, None)
     return best, embeddings[best], tried
