@@ -134,6 +134,17 @@ def trained(tmp_path_factory, tiny_model_dir):
     return root
 
 
+def flip_eval_labels(prepared: Path, dst: Path) -> Path:
+    """A copy of a prepared data folder with every eval label flipped: a stage that chooses anything on dev
+    must choose the same on it."""
+    import shutil
+
+    shutil.copytree(prepared, dst, dirs_exist_ok=True)
+    rows = [json.loads(line) for line in (dst / "eval.jsonl").read_text().splitlines()]
+    (dst / "eval.jsonl").write_text("".join(json.dumps(dict(r, label=1 - r["label"])) + "\n" for r in rows))
+    return dst
+
+
 def write_tiny_general(path: Path, n: int = 30) -> Path:
     """A general-set stand-in the tiny random BERT can rank: graded by word overlap with the first text
     (itself 5, its first half 2.5, another text 0), built from generator sentences it has words for."""

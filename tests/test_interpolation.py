@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from safetensors.torch import load_file
 from pairtune import interpolation as I
 from pairtune import models
 from pairtune.params import Interpolate
-from conftest import write_params
+from conftest import flip_eval_labels, write_params
 
 
 def _embed(model, trained):
@@ -126,10 +125,7 @@ def test_stage_writes_retention_curve_and_model(trained, monkeypatch):
 def test_alpha_is_chosen_without_looking_at_eval(trained, monkeypatch, tmp_path):
     """Flip every eval label: the curve and the chosen alpha stay, only the eval figures change."""
     monkeypatch.chdir(trained)
-    flipped = trained / "data/flipped"
-    shutil.copytree(trained / "data/prepared", flipped, dirs_exist_ok=True)
-    rows = [json.loads(line) for line in (flipped / "eval.jsonl").read_text().splitlines()]
-    (flipped / "eval.jsonl").write_text("".join(json.dumps(dict(r, label=1 - r["label"])) + "\n" for r in rows))
+    flip_eval_labels(trained / "data/prepared", trained / "data/flipped")
     a = _stage(trained, "interp_a")
     b = _stage(trained, "interp_b", data="data/flipped")
     assert (trained / "plots/interp_a/curve.json").read_bytes() == (trained / "plots/interp_b/curve.json").read_bytes()

@@ -220,9 +220,19 @@ def test_evaluate_and_report_stages_on_tiny_model(trained, monkeypatch):
         interpolate_stage.main(["--base", "models/base", "--model", f"models/{mode}", "--data", "data/prepared",
                                 "--out", f"models/interpolated/{mode}", "--metrics", f"metrics/interpolate_{mode}.json",
                                 "--plots", f"plots/interpolate_{mode}"])
+    import export as export_stage
+    import tune as tune_stage
+
+    for mode in ("full", "lora"):  # what the report also reads: the (fixed-rate) search record and the exports
+        tune_stage.main(["--mode", mode, "--data", "data/prepared", "--base", "models/base",
+                         "--out", f"plots/tune_{mode}", "--metrics", f"metrics/tune_{mode}.json"])
+        export_stage.main(["--model", f"models/{mode}", "--data", "data/prepared", "--evaluate",
+                           f"plots/evaluate_{mode}/details.json", "--out", f"models/export/{mode}",
+                           "--metrics", f"metrics/export_{mode}.json"])
     report_stage.main(["--out", "plots/report.html", "--metrics", "metrics/report.json"])
     html = (trained / "plots/report.html").read_text()
     assert html.count("data:image/png;base64,") >= 9 and "Training curves" in html
+    assert "<h2>Exports</h2>" in html and "How each model was trained" in html and "set in params.yaml" in html
     assert "What fine-tuning costs elsewhere" in html and "Forgetting and buying it back" in html
     assert str(trained) not in html  # no absolute paths: identical inputs give an identical file
     assert "lora_vs_full_auc_diff" in json.loads((trained / "metrics/report.json").read_text())

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
 from pairtune import params, tune
 from pairtune.errors import PairtuneError
-from conftest import TINY_PARAMS, write_params
+from conftest import TINY_PARAMS, flip_eval_labels, write_params
 
 
 def test_rung_plan_halves_candidates_doubles_steps_within_the_budget():
@@ -122,10 +121,7 @@ def test_the_stage_searches_on_dev_and_train_uses_its_choice(trained, auto_param
 
 def test_flipping_every_eval_label_changes_nothing_in_the_search(trained, auto_params, monkeypatch):
     monkeypatch.chdir(trained)
-    flipped = trained / "data/flipped_tune"
-    shutil.copytree(trained / "data/prepared", flipped, dirs_exist_ok=True)
-    rows = [json.loads(line) for line in (flipped / "eval.jsonl").read_text().splitlines()]
-    (flipped / "eval.jsonl").write_text("".join(json.dumps(dict(r, label=1 - r["label"])) + "\n" for r in rows))
+    flip_eval_labels(trained / "data/prepared", trained / "data/flipped_tune")
     a = _tune_stage(trained, "lora", "tune_a", auto_params)
     b = _tune_stage(trained, "lora", "tune_b", auto_params, data="data/flipped_tune")
     assert a == b
