@@ -8,6 +8,7 @@ Run: python stages/base.py --dev data/prepared/dev.jsonl --out models/base
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401 (first: this checkout's src/, whatever pairtune is installed)
 import argparse
 
 from pairtune import io, models, params

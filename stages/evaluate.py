@@ -11,6 +11,7 @@ Run: python stages/evaluate.py --model models/lora --data data/prepared \
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401 (first: this checkout's src/, whatever pairtune is installed)
 import argparse
 from pathlib import Path
 

@@ -13,6 +13,7 @@ Run: python stages/export.py --model models/lora --data data/prepared --evaluate
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401 (first: this checkout's src/, whatever pairtune is installed)
 import argparse
 import json
 import logging

@@ -6,6 +6,7 @@ Run: python stages/generate.py --out data/raw/generated --summary metrics/genera
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401 (first: this checkout's src/, whatever pairtune is installed)
 import argparse
 import logging
 

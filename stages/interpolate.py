@@ -13,6 +13,7 @@ Run: python stages/interpolate.py --base models/base --model models/lora --data 
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401 (first: this checkout's src/, whatever pairtune is installed)
 import argparse
 import logging
 from pathlib import Path

@@ -10,6 +10,7 @@ Run: python stages/report.py --out plots/report.html --metrics metrics/report.js
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401 (first: this checkout's src/, whatever pairtune is installed)
 import argparse
 import csv
 import json

@@ -11,6 +11,7 @@ Run: python stages/train.py --mode lora --data data/prepared --base models/base 
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401 (first: this checkout's src/, whatever pairtune is installed)
 import argparse
 import json
 import logging

@@ -35,8 +35,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def sh(cwd: Path, *cmd: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+def sh(cwd: Path, *cmd: str, check: bool = True, timeout: int = 300,
+       env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env={**_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -227,15 +228,48 @@ def test_4_queued_sweep(repo):
     sh(repo, "dvc", "exp", "run", "--queue", "-S", "report.examples=2,4")
     sh(repo, "dvc", "queue", "start", "--jobs", "1")  # with --jobs 2 and two seconds-long tasks, a worker that
     # found the queue empty stayed up for minutes (DVC 3.67), holding `queue start` and this call open
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        status = sh(repo, "dvc", "queue", "status").stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
+    status = _wait_for_queue(repo)
     assert status.count("Success") >= 2, status
     shown = json.dumps(json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout))
     assert '"examples": 2' in shown and '"examples": 4' in shown
+
+
+def _wait_for_queue(repo: Path, env: dict[str, str] | None = None) -> str:
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        status = sh(repo, "dvc", "queue", "status", env=env).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    return status
+
+
+def test_4b_a_queued_experiment_runs_its_own_code(repo, tmp_path):
+    """#23: the workspace's src/ is what is installed (PYTHONPATH here, as the editable install of `make
+    install`), and it changes after an experiment is queued: the experiment runs the code it was queued with
+    (its own copy's src/, which is what DVC hashed for it), not the workspace's."""
+    io_py = repo / "src/pairtune/io.py"
+    original = io_py.read_text()
+    sh(repo, "dvc", "exp", "run", "--queue", "-n", "owncode", "-S", "tune.lora=[0.001,0.03]")
+    line = "    return json.dumps(obj, indent=2"
+    marked = original.replace(line, '    obj = {**obj, "_workspace_code": 1} if isinstance(obj, dict) else obj\n' + line)
+    assert marked != original
+    installed = {"PYTHONPATH": str(repo / "src")}
+    io_py.write_text(marked)
+    try:
+        # the marker is live for code run from the workspace: the check below can fail
+        sh(repo, "python", "stages/tune.py", "--mode", "lora", "--data", "data/prepared", "--base", "models/base",
+           "--out", str(tmp_path / "tune"), "--metrics", str(tmp_path / "tune.json"), env=installed)
+        assert "_workspace_code" in (tmp_path / "tune.json").read_text()
+        sh(repo, "dvc", "queue", "start", "--jobs", "1", env=installed)
+        assert "Success" in _wait_for_queue(repo, installed)
+    finally:
+        io_py.write_text(original)
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+    exp = next(e for rev in shown for e in (rev.get("experiments") or []) if e.get("name") == "owncode")
+    tune_metrics = exp["revs"][0]["data"]["metrics"]["metrics/tune_lora.json"]["data"]
+    # written by the experiment's own io.py: no marker (the rate is whatever the workspace's params said)
+    assert set(tune_metrics) == {"lora"} and set(tune_metrics["lora"]) == {"lr", "search_s", "trials"}
 
 
 def test_5_diffs_between_commits(repo):
