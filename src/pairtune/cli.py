@@ -93,9 +93,10 @@ def open_model(model: str, backend: str, threshold: float | None) -> Scorer:
 def _usable_backend(folder: Path, manifest: dict[str, Any], backend: str) -> str:
     """The backend an export folder can serve: a variant the export stage refused falls back to the next one
     (int8 -> ONNX fp32 -> PyTorch), with one line on stderr saying why."""
-    variants = manifest.get("variants", {})  # folders exported before statuses existed: every variant passed
-    ok = {"onnx": variants.get("onnx", "ok") == "ok" and (folder / "onnx" / "model.onnx").is_file(),
-          "int8": variants.get("int8", "ok") == "ok" and (folder / "onnx" / "model_qint8.onnx").is_file()}
+    from pairtune import export
+
+    variants = manifest.get("variants", {})
+    ok = {v: export.usable(manifest, v) and (folder / export.VARIANT_FILES[v]).is_file() for v in ("onnx", "int8")}
     wanted = "onnx" if backend == "auto" else backend
     chosen = wanted
     for fallback in ("int8", "onnx", "torch")[("int8", "onnx", "torch").index(wanted):]:

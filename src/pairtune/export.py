@@ -16,6 +16,7 @@ an export folder starts in well under a second of imports.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -106,21 +107,16 @@ CALIBRATION_TEXTS = 256  # dev texts the static int8 methods calibrate activatio
 INT8_METHODS: tuple[str, ...] = get_args(Int8Method)[1:]  # what quantize_int8 makes (auto: build chooses)
 
 
-def _quiet_root() -> Any:
+@contextlib.contextmanager
+def _quiet_root() -> Iterator[None]:
     """onnxruntime's quantisers log hints ("consider pre-processing") through the root logger on every call."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def quiet() -> Any:
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            root.setLevel(level)
-
-    return quiet()
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def weight_matmuls(path: Path) -> dict[str, str]:

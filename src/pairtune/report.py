@@ -416,10 +416,11 @@ def diagnoses(inp: Inputs) -> dict[str, tuple[str, str]]:
     return out
 
 
-def warnings(inp: Inputs) -> list[str]:
-    """Plain-words lines for the top of the report: runs the headline rests on that their curves flag."""
+def top_notes(inp: Inputs, found: dict[str, tuple[str, str]]) -> list[str]:
+    """Plain-words lines for the top of the report: runs the headline rests on that their curves flag (`found`:
+    diagnoses(inp)), and export variants that were not shipped."""
     out = []
-    for mode, (finding, sentence) in diagnoses(inp).items():
+    for mode, (finding, sentence) in found.items():
         if finding in ("did_nothing", "under_trained", "over_fitted"):
             out.append(f"The headline rests on a {MODE_NAMES[mode]} run that {sentence}. Its figures may understate "
                        f"what {MODE_NAMES[mode]} can do on this data.")
@@ -567,6 +568,7 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
     from jinja2 import Environment, select_autoescape
 
     comparison = compare(inp)
+    found = diagnoses(inp)
     m = inp.metrics
     rows = []
     for key, label, group in TABLE_METRICS:
@@ -602,8 +604,8 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
         confidence=inp.confidence, metrics=m, names=inp.names, has_types=has_groups(inp, "by_pair_type"),
         breakdown_keys=[k for k in ("by_category", "by_pair_type") if has_groups(inp, k)],
         absent=[f for k, f in (("by_category", "category"), ("by_pair_type", "pair_type")) if not has_groups(inp, k)],
-        retention=_retention_rows(inp), exports=_export_rows(inp), top_notes=warnings(inp),
-        diagnosis=[(MODE_NAMES[mode], finding, sentence) for mode, (finding, sentence) in diagnoses(inp).items()],
+        retention=_retention_rows(inp), exports=_export_rows(inp), top_notes=top_notes(inp, found),
+        diagnosis=[(MODE_NAMES[mode], finding, sentence) for mode, (finding, sentence) in found.items()],
         tune=_tune_rows(inp),
         alpha_rule=alpha_rule(inp.params),
         paired=_paired_rows(comparison),
