@@ -105,6 +105,18 @@ def test_onnx_fp32_matches_the_pipeline_model(exported, mode):
     assert 0 < np.max(np.abs(int8 - stored)) < 0.5  # quantised: close, not equal
 
 
+def test_onnx_carries_no_stack_traces_or_paths(exported):
+    """The exporter's per-node stack traces named this checkout's absolute paths and export.py's line numbers:
+    the same graph hashed differently in another clone (#23). They are stripped."""
+    import onnx
+
+    for mode in ("full", "lora"):
+        raw = (exported / f"models/export/{mode}" / export.ONNX_FP32).read_bytes()
+        assert b"stack_trace" not in raw and sys.prefix.encode() not in raw and str(Path.cwd()).encode() not in raw
+        graph = onnx.load_from_string(raw).graph
+        assert graph.node and not any(n.metadata_props for n in graph.node)
+
+
 def test_export_is_byte_identical_on_a_rerun(exported):
     _run_export(exported, "lora", "models/export_again/lora", "metrics/export_again.json")
     assert _digests(exported / "models/export_again/lora") == _digests(exported / "models/export/lora")

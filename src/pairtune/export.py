@@ -98,9 +98,16 @@ def export_onnx(model: SentenceTransformer, path: Path, opset: int) -> None:
     shapes = {k: {0: batch, 1: seq} for k in INPUTS}
     graph = _graph(model[0].model)
     with torch.inference_mode(False), torch.no_grad():
-        torch.onnx.export(graph, args, str(path), input_names=list(INPUTS), output_names=["last_hidden_state"],
-                          dynamic_shapes=shapes, opset_version=opset, dynamo=True, external_data=False,
-                          verbose=False)
+        program = torch.onnx.export(graph, args, None, input_names=list(INPUTS),
+                                    output_names=["last_hidden_state"], dynamic_shapes=shapes, opset_version=opset,
+                                    dynamo=True, verbose=False)
+    proto = program.model_proto
+    # The exporter records each node's Python stack trace (absolute paths, line numbers of this very file):
+    # ~0.6 MB of debug text that made the same graph hash differently in another checkout or after any edit
+    # here. It does not change what the graph computes: dropped.
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    path.write_bytes(proto.SerializeToString())
 
 
 CALIBRATION_TEXTS = 256  # dev texts the static int8 methods calibrate activation ranges on
