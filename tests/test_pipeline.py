@@ -1,7 +1,7 @@
 """DVC workflows with real git and dvc in a temporary repository, on the tiny model and tiny data.
 
 The tests share one repository and run in file order: the first full `dvc repro` is the baseline the
-others compare against. Each point of the README's "working with DVC" section has a test here.
+others compare against. Each point of docs/dvc.md has a test here.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def test_3_experiment_and_show(repo):
     columns = [k for f in data["metrics"].values() for model in f["data"].values() for k in model]
     assert len(data["metrics"]) == 7 and len(columns) <= 3 * 9 + 2 * 2 + 2 * 4
     assert data["params"]["params.yaml"]["data"]["train"]["lora"]["lr"] == 0.005
-    # `make compare` (README, "Compare experiments"): readable in a 160-column terminal, nothing cut to "…"
+    # `make compare` (docs/dvc.md, "Compare experiments"): readable in a 160-column terminal, nothing cut to "…"
     table = sh(repo, "env", "COLUMNS=160", "dvc", "exp", "show", "--no-pager", "--only-changed", "--drop",
                "Created|State|Executor|.*auc_(low|high)|.*/.*").stdout
     columns = sh(repo, "dvc", "exp", "show", "--no-pager", "--only-changed", "--csv").stdout.splitlines()[0]
@@ -364,7 +364,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_9_s3_remote_with_moto_server(repo, tmp_path):
+@pytest.fixture(scope="module")
+def s3_url():
+    """moto's S3 server on 127.0.0.1 with a bucket `pairtune`; AWS credentials in os.environ while it runs."""
     port = _free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -383,22 +385,122 @@ def test_9_s3_remote_with_moto_server(repo, tmp_path):
                 if time.time() > deadline:
                     raise
                 time.sleep(0.3)
-        clone = tmp_path / "s3clone"
-        sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
-        sh(clone, "dvc", "pull", "-q")
-        sh(clone, "dvc", "remote", "add", "--local", "s3", "s3://pairtune/store")
-        sh(clone, "dvc", "remote", "modify", "--local", "s3", "endpointurl", url)
-        before = {p: md5(clone / p) for p in ("models/lora/adapter_model.safetensors", "models/full/model.safetensors")}
-        sh(clone, "dvc", "push", "-r", "s3")
-        listed = boto3.client("s3", endpoint_url=url).list_objects_v2(Bucket="pairtune")
-        assert listed["KeyCount"] > 0
-        shutil.rmtree(clone / ".dvc" / "cache")
-        shutil.rmtree(clone / "models")
-        sh(clone, "dvc", "pull", "-r", "s3")
-        assert {p: md5(clone / p) for p in before} == before
-        assert ran(sh(clone, "dvc", "repro")) == set()
+        yield url
     finally:
         for k in env:
             os.environ.pop(k, None)
         server.terminate()
         server.wait(10)
+
+
+def _add_s3(clone: Path, url: str, prefix: str) -> None:
+    sh(clone, "dvc", "remote", "add", "--local", "--force", "s3", f"s3://pairtune/{prefix}")
+    sh(clone, "dvc", "remote", "modify", "--local", "s3", "endpointurl", url)
+
+
+def test_9_s3_remote_with_moto_server(repo, tmp_path, s3_url):
+    import boto3
+
+    clone = tmp_path / "s3clone"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    sh(clone, "dvc", "pull", "-q")
+    _add_s3(clone, s3_url, "store")
+    before = {p: md5(clone / p) for p in ("models/lora/adapter_model.safetensors", "models/full/model.safetensors")}
+    sh(clone, "dvc", "push", "-r", "s3")
+    listed = boto3.client("s3", endpoint_url=s3_url).list_objects_v2(Bucket="pairtune", Prefix="store/")
+    assert listed["KeyCount"] > 0
+    shutil.rmtree(clone / ".dvc" / "cache")
+    shutil.rmtree(clone / "models")
+    sh(clone, "dvc", "pull", "-r", "s3")
+    assert {p: md5(clone / p) for p in before} == before
+    assert ran(sh(clone, "dvc", "repro")) == set()
+
+
+# what an experiment or a restored run must bring back: models, adapter, metrics, the report
+SHARED = ("models/lora/adapter_model.safetensors", "models/full/model.safetensors", "metrics/evaluate_lora.json",
+          "metrics/train_lora.json", "metrics/export_lora.json", "plots/evaluate_lora/details.json",
+          "plots/report.html", "dvc.lock")
+
+
+def _files(repo: Path) -> dict[str, str]:
+    return {rel: md5(repo / rel) for rel in SHARED}
+
+
+def _origin(repo: Path, tmp_path: Path) -> Path:
+    """A bare git repository as the team's `origin`, holding repo's current branch."""
+    origin = tmp_path / "origin.git"
+    sh(tmp_path, "git", "init", "-q", "--bare", str(origin))
+    sh(repo, "git", "remote", "remove", "origin", check=False)
+    sh(repo, "git", "remote", "add", "origin", str(origin))
+    sh(repo, "git", "push", "-q", "origin", "HEAD:refs/heads/main")
+    sh(origin, "git", "symbolic-ref", "HEAD", "refs/heads/main")
+    return origin
+
+
+def test_10_experiments_travel_between_clones(repo, tmp_path):
+    """#23: A runs two experiments and pushes them (`dvc exp push origin`: git refs, and DVC objects to the
+    default remote); B, a fresh clone, pulls them, lists their metrics, applies each and restores it with no
+    stage run, byte for byte. (The S3 remote is exercised by test_9 and test_11.)"""
+    a = repo
+    origin = _origin(a, tmp_path)
+    names = {"share-r2": "train.lora.r=2", "share-r4": "train.lora.r=4"}
+    expected, metrics = {}, {}
+    for name, setting in names.items():
+        sh(a, "dvc", "exp", "run", "-n", name, "-S", setting)
+        expected[name] = _files(a)
+        metrics[name] = json.loads((a / "metrics/evaluate_lora.json").read_text())["lora"]
+    sh(a, "git", "checkout", "-q", "--", ".")
+    sh(a, "dvc", "checkout", "-q")
+    sh(a, "dvc", "exp", "push", "origin", *names)
+
+    b = tmp_path / "b"
+    sh(tmp_path, "git", "clone", "-q", str(origin), str(b))
+    assert sh(b, "dvc", "exp", "list", "origin").stdout.count("share-") == 2
+    sh(b, "dvc", "exp", "pull", "origin", *names)
+    shown = json.loads(sh(b, "dvc", "exp", "show", "--json").stdout)
+    exps = {e["name"]: e["revs"][0]["data"] for rev in shown for e in (rev.get("experiments") or [])}
+    assert set(names) <= set(exps)
+    for name in names:  # the metrics of each, as A measured them
+        assert exps[name]["metrics"]["metrics/evaluate_lora.json"]["data"]["lora"] == metrics[name]
+    for name in names:
+        sh(b, "dvc", "exp", "apply", name)
+        proc = sh(b, "dvc", "repro")
+        assert ran(proc) == set() and restored(proc) == set(), proc.stdout
+        assert _files(b) == expected[name], name
+    assert expected["share-r2"] != expected["share-r4"]
+
+
+@pytest.mark.parametrize("remote", ["local", "s3"])
+def test_11_a_param_set_run_elsewhere_restores_without_training(repo, tmp_path, remote, request):
+    """#23: a param set run in A (then reverted) and pushed with `make push` (the run-cache and every run's
+    objects, metrics included): B sets the same params and `dvc repro --pull` trains nothing."""
+    a = repo
+    flags: list[str] = []
+    prefix = f"runs-{tmp_path.name}"
+    if remote == "s3":
+        url = request.getfixturevalue("s3_url")
+        _add_s3(a, url, prefix)
+        flags = ["-r", "s3"]
+    original = (a / "params.yaml").read_bytes()
+    data = YAML(typ="safe").load(original)
+    data["train"]["lora"]["r"] = 3 if remote == "local" else 5  # a setting no earlier test ran
+    write_params(a / "params.yaml", data)
+    setting = (a / "params.yaml").read_bytes()
+    assert ran(sh(a, "dvc", "repro")) & {"train@lora"}
+    expected = _files(a)
+    (a / "params.yaml").write_bytes(original)
+    sh(a, "dvc", "repro")  # back to the committed run: what A pushes is its workspace, not the r=3 run
+    assert _files(a) != expected
+    sh(a, "dvc", "push", "--run-cache", *flags)  # = make push
+    sh(a, "python", "-m", "pairtune.share", *flags)
+
+    b = tmp_path / "b"
+    sh(tmp_path, "git", "clone", "-q", str(a), str(b))
+    if remote == "s3":
+        _add_s3(b, url, prefix)
+        sh(b, "dvc", "remote", "default", "--local", "s3")
+    (b / "params.yaml").write_bytes(setting)
+    proc = sh(b, "dvc", "repro", "--pull")
+    assert ran(proc) == set(), proc.stdout
+    assert {"train@lora", "evaluate@lora", "report"} <= restored(proc)
+    assert _files(b) == expected
