@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1
 PYTEST_ARGS ?=
 
-.PHONY: install repro test test-fast bench sweep compare push clean-venv
+.PHONY: install repro test test-fast bench sweep compare push clean-venv docs tables docs-images
 
 install: $(STAMP)
 
@@ -47,17 +47,40 @@ sweep: $(STAMP)
 
 # The experiments table narrowed to what a sweep compares: changed params and metrics, without the creation
 # time, queue state, AUC interval and changed-dependency (path) columns (those stay in the files: dvc metrics diff); a one-param sweep fits
-# a 160-column terminal (README, "Compare experiments"). COMPARE_DROP='.*full\.' hides a model's columns too.
+# a 160-column terminal (docs/dvc.md, "Compare experiments"). COMPARE_DROP='.*full\.' hides a model's columns too.
 COMPARE_DROP ?=
 compare: $(STAMP)
 	$(RUN) $(BIN)/dvc exp show --no-pager --only-changed --drop 'Created|State|Executor|.*auc_(low|high)|.*/.*$(if $(COMPARE_DROP),|$(COMPARE_DROP))'
 
-# Models, adapter, data and the run-cache (so a teammate's repro of a setting already run restores it).
+# Models, adapter, data and the run-cache, with the objects of every run recorded here (DVC pushes only the
+# workspace's), so a teammate's `dvc repro --pull` of any setting already run restores it instead of training.
+# REMOTE=name pushes to another DVC remote than the default.
+REMOTE ?=
 push: $(STAMP)
-	$(RUN) $(BIN)/dvc push --run-cache
+	$(RUN) $(BIN)/dvc push --run-cache $(if $(REMOTE),-r $(REMOTE))
+	$(RUN) $(BIN)/python -m pairtune.share $(if $(REMOTE),-r $(REMOTE))
 
 bench: $(STAMP)
 	$(RUN) $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The result tables in README.md and docs/ (between <!-- table: NAME --> markers), regenerated from the files they
+# report on (metrics/, plots/, bench/*.json, params.yaml); `make tables CHECK=1` only checks (the tests do too).
+tables: $(STAMP)
+	$(RUN) $(BIN)/python -m pairtune.doctables $(if $(CHECK),--check)
+
+# The docs site, offline, into site/ (open site/index.html). --strict: a broken link or anchor fails the build.
+docs: $(STAMP)
+	$(RUN) NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+	@echo "docs: open site/index.html (search: python -m http.server -d site)"
+
+# The pictures in README and docs: the report's charts, and a screenshot of the report's top (headless
+# Chromium: apt-get install chromium). Rerun after `make repro` when the report changed.
+CHROMIUM ?= chromium
+docs-images: $(STAMP)
+	$(RUN) $(BIN)/python -m pairtune.doctables --images
+	$(CHROMIUM) --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
+	  --disable-component-update --disable-sync --hide-scrollbars --user-data-dir=$$(mktemp -d) \
+	  --window-size=1200,1000 --screenshot=$(CURDIR)/docs/img/report.png file://$(CURDIR)/plots/report.html

@@ -29,7 +29,7 @@ class Result:
 
 # What `dvc exp show` / `dvc metrics diff` compare across experiments: the eight metrics (per-category
 # breakdown: see details), the AUC interval, under short names (rho: Spearman's rho; the table has to fit a
-# terminal: README, "Compare experiments"). Everything else goes to details.json.
+# terminal: docs/dvc.md, "Compare experiments"). Everything else goes to details.json.
 HEADLINE = {"rho": "spearman", "margin": "margin", "cohens_d": "cohens_d", "auc": "auc",
             "auc_low": "auc_ci_low", "auc_high": "auc_ci_high", "f1": "f1", "purity": "cluster_purity",
             "fp": "fp_count"}

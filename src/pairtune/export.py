@@ -363,7 +363,7 @@ or from the shell: `pairtune score path/to/this/folder "text a" "text b"`.
 """
 
 
-# int8_method auto: fastest first (bench/quant.py, README "int8"); the first whose dev deltas are within
+# int8_method auto: fastest first (bench/quant.py, docs/export.md "Which int8"); the first whose dev deltas are within
 # DEV_MARGIN of the tolerances is kept. A margin, because on 8 demo models dev deltas predicted eval's loosely
 # (0.0007 on dev, 0.0042 on eval for one).
 AUTO_INT8 = ("dynamic", "dynamic_ffn_fp32", "weight_only")

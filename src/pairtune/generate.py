@@ -37,7 +37,7 @@ smoking) belongs to exactly one of train, dev and eval. Every eval sentence is t
 never seen in training -- its frame was seen with other topics, its topic in other frames -- so eval
 measures compositional generalisation rather than memory of sentences, and no text (hence no pair) can
 appear in two splits (checked on every run). Two stricter splits were tried and are documented in the
-README: whole items held out and whole templates held out; neither is learnable from 1,475 pairs.
+docs/your-data.md: whole items held out and whole templates held out; neither is learnable from 1,475 pairs.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 `train.bf16`, `train.packing`, `train.fast_dropout` and `train.compact_embedding` take true, false or auto.
 `auto` turns a speed knob on only where bench/ measured it faster at equal eval quality on that kind of
-hardware (README, Performance; x = slowdown with the knob off):
+hardware (docs/performance.md; x = slowdown with the knob off):
 
 | knob | CPU with native bf16 | CPU without (AVX2 only, or restricted) | CUDA |
 |---|---|---|---|

@@ -1,0 +1,562 @@
+"""Result tables for README and docs, generated from the files they report on: `make tables`.
+
+A table lives in a Markdown file between two markers:
+
+    <!-- table: results | metrics/evaluate_base.json=e248dc63… plots/evaluate_base/details.json=7de6d009….dir -->
+    | metric (eval, 400 pairs) | base | ...
+    <!-- /table -->
+
+The opening marker names the table and every file it was made from, each with its *committed* hash: the
+md5 that dvc.lock records for the pipeline output holding it (a `.dir` hash for a file inside a folder
+output), or the md5 of the file itself for files git tracks outside the pipeline (bench/*.json,
+params.yaml). `check()` (run by the tests) fails when a recorded hash is not the committed one (the
+metrics changed and the tables were not regenerated: works in a clean clone, where DVC-cached files are
+absent) and, wherever the source files are present and are the committed ones, when the table text differs
+from what they generate now.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+MARKER = re.compile(r"<!-- table: (?P<name>[\w-]+)(?: \| (?P<sources>[^>]*?))? -->\n(?P<body>.*?)<!-- /table -->\n",
+                    re.S)
+MODES = ("full", "lora")
+MODELS = ("base", "full", "lora")
+STAGE_ORDER = ["generate", "prepare", "base", "tune", "train", "evaluate", "interpolate", "export", "report"]
+MODE_TITLE = {"base": "base", "full": "full", "lora": "LoRA"}
+
+
+class StaleTable(Exception):
+    """A generated table disagrees with the files it reports on."""
+
+
+# ---------------------------------------------------------------- where a source's committed hash comes from
+
+
+@dataclass(frozen=True)
+class Source:
+    path: str  # relative to the repository root
+    committed: str  # dvc.lock's hash of the output holding it, or the file's own md5
+    present: bool  # the file is here and is the committed version
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _lock_outs(root: Path) -> dict[str, str]:
+    lock = YAML(typ="safe").load((root / "dvc.lock").read_text()) or {}
+    return {out["path"]: out["md5"] for stage in lock.get("stages", {}).values() for out in stage.get("outs", [])}
+
+
+def resolve(root: Path, rel: str, outs: dict[str, str]) -> Source:
+    """The committed hash of one source file, and whether the file here is that version."""
+    path = root / rel
+    for out, md5 in outs.items():
+        if rel == out:
+            return Source(rel, md5, path.is_file() and _md5(path) == md5)
+        if rel.startswith(out + "/") and md5.endswith(".dir"):
+            listing = root / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+            entries = {e["relpath"]: e["md5"] for e in json.loads(listing.read_text())} if listing.is_file() else {}
+            want = entries.get(rel[len(out) + 1:])
+            return Source(rel, md5, want is not None and path.is_file() and _md5(path) == want)
+    return Source(rel, _md5(path) if path.is_file() else "missing", path.is_file())
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}f}"
+
+
+def _ci(x: float, low: float, high: float, digits: int = 3) -> str:
+    return f"{_f(x, digits)} [{_f(low, digits)}, {_f(high, digits)}]"
+
+
+def _signed_ci(x: float, low: float, high: float, digits: int = 3) -> str:
+    return f"{x:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def _lr(x: float) -> str:
+    return f"{x:.0e}".replace("e-0", "e-")
+
+
+def _row(*cells: Any) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
+    header = list(header)
+    lines = [_row(*header), _row(*["---"] * len(header))] + [_row(*r) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the tables
+
+Read = Callable[[str], Any]
+
+
+def _lr_note(read: Read, mode: str) -> str:
+    tune = read(f"metrics/tune_{mode}.json")[mode]
+    how = "chosen on dev" if tune.get("trials") else "set in params.yaml"
+    return f"lr {_lr(tune['lr'])}, {how}"
+
+
+def results(read: Read) -> str:
+    """The eight metrics on eval for base, full and LoRA, with intervals where evaluate computes them."""
+    m = {k: read(f"metrics/evaluate_{k}.json")[k] for k in MODELS}
+    d = {k: read(f"plots/evaluate_{k}/details.json")["metrics"] for k in MODELS}
+    lora = read("params.yaml")["train"]["lora"]
+    n, pos = int(d["base"]["n_pairs"]), int(d["base"]["n_positives"])
+    header = [f"metric (eval, {n} pairs)", "base", f"full ({_lr_note(read, 'full')})",
+              f"LoRA (r={lora['r']}, {'/'.join(lora['target_modules'])}, {_lr_note(read, 'lora')})"]
+    rows = [
+        ["Spearman", *(_ci(d[k]["spearman"], d[k]["spearman_ci_low"], d[k]["spearman_ci_high"]) for k in MODELS)],
+        ["AUC-ROC", *(_ci(m[k]["auc"], m[k]["auc_low"], m[k]["auc_high"]) for k in MODELS)],
+        ["similarity margin (pos - neg)", *(_f(m[k]["margin"]) for k in MODELS)],
+        ["Cohen's d", *(_f(m[k]["cohens_d"], 2) for k in MODELS)],
+        ["F1 at the dev threshold", *(_ci(d[k]["f1"], d[k]["f1_ci_low"], d[k]["f1_ci_high"]) for k in MODELS)],
+        [f"cluster purity (chance {_f(d['base'].get('cluster_chance', float('nan')))})",
+         *(_f(m[k]["purity"]) if "purity" in m[k] else "n/a" for k in MODELS)],
+        [f"false positives at the dev threshold (of {n - pos})", *(int(m[k]["fp"]) for k in MODELS)],
+    ]
+    return _table(header, rows)
+
+
+def training(read: Read) -> str:
+    """What each mode trained, what it weighs, what it took (train_s: the loop; search_s: its lr search)."""
+    rows = []
+    for mode in MODES:
+        live = read(f"dvclive/train_{mode}/train.json")
+        cost = read(f"metrics/train_{mode}.json")[mode]
+        tune = read(f"metrics/tune_{mode}.json")[mode]
+        search = f"{tune['search_s']:.1f} s" if tune.get("trials") else "none (lr set)"
+        rows.append([MODE_TITLE[mode], f"{live['trainable_params']:,} ({100 * live['trainable_share']:.2f}%)",
+                     f"{cost['mb']:.2f} MB", int(live["steps"]), f"{cost['train_s']:.1f} s", search])
+    machine = read("dvclive/train_lora/train.json")["machine"]
+    return _table(["mode", "trainable params", "artifact", "steps", "wall time", "its lr search"], rows) + \
+        f"\nMachine: {machine}.\n"
+
+
+def verdict(read: Read) -> str:
+    """Paired bootstrap differences on eval (the report's verdict)."""
+    r = read("metrics/report.json")
+    rows = []
+    for a, b in (("full", "base"), ("lora", "base"), ("lora", "full")):
+        k = f"{a}_vs_{b}"
+        rows.append([f"{MODE_TITLE[a]} - {MODE_TITLE[b]}",
+                     _signed_ci(r[f"{k}_auc_diff"], r[f"{k}_auc_diff_ci_low"], r[f"{k}_auc_diff_ci_high"]),
+                     _signed_ci(r[f"{k}_spearman_diff"], r[f"{k}_spearman_diff_ci_low"],
+                                r[f"{k}_spearman_diff_ci_high"])])
+    share = r["lora_share_of_full_gain_auc"]
+    return _table(["eval, paired bootstrap", "AUC difference [95% CI]", "Spearman difference [95% CI]"], rows) + \
+        f"\nLoRA's share of full fine-tuning's AUC gain over the base: {100 * share:.1f}%.\n"
+
+
+def interpolation(read: Read) -> str:
+    """Each alpha of the grid: dev AUC and general Spearman (retention), both modes."""
+    curves = {m: read(f"plots/interpolate_{m}/curve.json") for m in MODES}
+    chosen = {m: read(f"metrics/interpolate_{m}.json")["alpha"] for m in MODES}
+    rows = []
+    for i, point in enumerate(curves["full"]):
+        cells = [_f(point["alpha"], 1)]
+        for m in MODES:
+            p = curves[m][i]
+            mark = " **(chosen)**" if abs(p["alpha"] - chosen[m]) < 1e-9 else ""
+            general = f"{_f(p['general_spearman'])} ({100 * p['retention']:.0f}%){mark}" \
+                if p.get("general_spearman") is not None else "n/a"
+            cells += [_f(p["dev_auc"], 4), general]
+        rows.append(cells)
+    return _table(["alpha", "full: dev AUC", "full: general Spearman (retention)", "LoRA: dev AUC",
+                   "LoRA: general Spearman (retention)"], rows)
+
+
+def interpolation_choice(read: Read) -> str:
+    """The tuned model (alpha 1) against the chosen alpha: eval AUC and general retention."""
+    header, auc, ret = [""], ["eval AUC"], ["general retention"]
+    for m in MODES:
+        e = read(f"metrics/evaluate_{m}.json")[m]
+        i = read(f"metrics/interpolate_{m}.json")
+        header += [f"{MODE_TITLE[m]} (alpha 1)", f"{MODE_TITLE[m]}, chosen alpha {_f(i['alpha'], 1)}"]
+        auc += [_ci(e["auc"], e["auc_low"], e["auc_high"]),
+                _ci(i["eval_auc"], i["eval_auc_ci_low"], i["eval_auc_ci_high"])]
+        if i.get("general"):
+            ret += [_ci(i["retention_tuned"], i["retention_tuned_ci_low"], i["retention_tuned_ci_high"], 2),
+                    _ci(i["retention"], i["retention_ci_low"], i["retention_ci_high"], 2)]
+        else:
+            ret += ["n/a", "n/a"]
+    return _table(header, [auc, ret])
+
+
+def exports(read: Read) -> str:
+    """What each export folder shipped, and its checks against the pipeline's model."""
+    rows = []
+    for m in MODES:
+        e = read(f"metrics/export_{m}.json")
+        status = e["status"]
+        rows.append([
+            MODE_TITLE[m], ", ".join(f"{k} {v}" for k, v in status.items()),
+            _f(e["onnx_auc"], 4) if "onnx_auc" in e else "n/a",
+            f"{e.get('int8_method', 'n/a')}: {e['int8_auc_delta']:.4f} / {e['int8_spearman_delta']:.4f}"
+            if "int8_auc_delta" in e else "n/a",
+            f"{_f(e['threshold'], 4)} / {_f(e['threshold_int8'], 4)}" if "threshold_int8" in e
+            else _f(e["threshold"], 4),
+            f"{e['bytes_standalone'] / 1e6:.1f} / {e.get('bytes_onnx', 0) / 1e6:.1f} / "
+            f"{e.get('bytes_int8', 0) / 1e6:.1f} MB",
+        ])
+    return _table(["mode", "variants", "ONNX fp32 eval AUC", "int8 method: eval AUC / Spearman delta",
+                   "dev threshold fp32 / int8", "standalone / ONNX / int8"], rows)
+
+
+def lr_check(read: Read) -> str:
+    """bench/tune.json: the search's choice at two seeds against a full-length sweep of its grid."""
+    b = read("bench/tune.json")
+    rows = []
+    for key, search in sorted(b["searches_default"].items()):
+        mode, _, seed = key.partition("_s")
+        if mode not in MODES or not seed.isdigit():  # other entries: stage wall times, the tune params
+            continue
+        sweep = {v["lr"]: v for v in b["sweep"].values() if v["mode"] == mode and str(v["seed"]) == seed}
+        best = max(sweep.values(), key=lambda v: v["eval_auc"])
+        chosen = sweep[search["chosen_lr"]]
+        every = ", ".join(f"{_lr(lr)} {v['eval_auc']:.4f}" for lr, v in sorted(sweep.items()))
+        rows.append([f"{MODE_TITLE[mode]}, {seed}", _lr(search["chosen_lr"]), f"{chosen['eval_auc']:.4f}",
+                     f"{_lr(best['lr'])}: {best['eval_auc']:.4f} [{best['eval_auc_ci'][0]:.4f}, "
+                     f"{best['eval_auc_ci'][1]:.4f}]", every, f"{search['search_s']:.1f} s"])
+    return _table(["mode, seed", "chosen on dev", "its eval AUC", "sweep's best on eval [95% CI]",
+                   "eval AUC at each candidate", "search (in-process)"], rows) + \
+        f"\n{b['machine']}, {b['date']}.\n"
+
+
+QUANT_WHAT = {
+    "dynamic": "int8 weights of every MatMul and the embedding, activations quantised per batch",
+    "dynamic_ffn_fp32": "the same, feed-forward output MatMuls (after GELU) left fp32",
+    "static_ffn_fp32": "QDQ, activation ranges calibrated on 256 dev texts, FFN output fp32",
+    "static": "QDQ on every MatMul",
+    "weight_only": "8-bit weights in blocks of 32 (MatMulNBits), fp32 activations",
+}
+
+
+def quant(read: Read) -> str:
+    """bench/quant.json: each int8 recipe's worst quality delta over the models, and its speed."""
+    b = read("bench/quant.json")
+    speed, models = b["speed"], b["models"]
+    fp32 = speed["fp32"]["texts_per_s"]
+    first = next(iter(models.values()))
+    rows = [["(ONNX fp32)", "", "", f"{fp32:.0f} (x1.00)", f"{speed['fp32']['latency_ms_p50']:.2f} ms",
+             f"{first['bytes_fp32'] / 1e6:.1f} MB"]]
+    for method, what in QUANT_WHAT.items():
+        seen = [m[method] for m in models.values() if method in m and "eval_auc_delta" in m[method]]
+        worst = (f"{max(s['eval_auc_delta'] for s in seen):.4f} / {max(s['eval_spearman_delta'] for s in seen):.4f}"
+                 + (f" ({len(seen)} models)" if len(seen) != len(models) else ""))
+        s = speed.get(method)
+        rows.append([f"`{method}`", what, worst, f"{s['texts_per_s']:.0f} (x{s['texts_per_s'] / fp32:.2f})" if s
+                     else "", f"{s['latency_ms_p50']:.2f} ms" if s else "",
+                     f"{first[method]['bytes'] / 1e6:.1f} MB" if method in first else ""])
+    return _table(["method", "what", "worst eval AUC / Spearman delta", f"texts/s ({b['speed_texts']} texts)",
+                   "one text, p50", "file"], rows) + f"\n{len(models)} models; {b['machine']}, {b['date']}.\n"
+
+
+def bench(read: Read) -> str:
+    """bench/results.json: pairtune's training against the plain sentence-transformers script, per machine."""
+    machines = read("bench/results.json")["machines"]
+    rows = []
+    for kind, m in machines.items():
+        for mode, t in m.get("training", {}).items():
+            ref, ours = t["median"]["reference"], t["median"]["pairtune"]
+            rows.append([kind, MODE_TITLE[mode], f"{ref['wall_s']:.1f} s", f"{ours['wall_s']:.1f} s",
+                         f"**{t['speedup']:.2f}x**", f"{ref['auc']:.4f} -> {ours['auc']:.4f}",
+                         f"{ref['peak_rss_mb']:.0f} -> {ours['peak_rss_mb']:.0f} MB", m.get("runs", "")])
+    table = _table(["machine kind", "mode", "reference (fp32)", "pairtune", "speed-up", "eval AUC", "peak RSS",
+                    "runs"], rows)
+    names = "\n".join(f"- `{k}`: {_machine_line(m)}" for k, m in machines.items())
+    return table + "\n" + names + "\n"
+
+
+def bench_pipeline(read: Read) -> str:
+    """bench/results.json: the whole pipeline in a clean clone, per machine."""
+    machines = read("bench/results.json")["machines"]
+    rows = [[kind, f"{p['end_to_end_repro_s']:.0f} s", f"{p['noop_repro_s']:.2f} s", f"{p['evaluate_stage_s']:.1f} s",
+             f"{p['peak_stage_rss_mb']:.0f} MB"] for kind, m in machines.items() if (p := m.get("pipeline"))]
+    return _table(["machine kind", "`dvc repro --force`, clean clone", "no-op `dvc repro`", "evaluate stage",
+                   "peak stage RSS"], rows)
+
+
+def _machine_line(m: dict) -> str:
+    info = m["machine"]
+    isa = " ".join(f"{a}={b}" for a, b in info.get("isa_env", {}).items())
+    return f"{info['machine']}, {info['cores']} cores" + (f", restricted with {isa}" if isa else "")
+
+
+def _with(read: Read, section: str) -> list[tuple[str, dict]]:
+    return [(k, m) for k, m in read("bench/results.json")["machines"].items() if section in m]
+
+
+def inference(read: Read) -> str:
+    """bench/results.json `inference`: the export served three ways (make bench BENCH_ARGS=--inference)."""
+    out = []
+    names = {"onnx_fp32": "ONNX fp32 (onnxruntime)", "onnx_int8": "ONNX int8 (onnxruntime)",
+             "torch_fp32": "PyTorch fp32 (`SentenceTransformer.encode`)"}
+    for kind, m in _with(read, "inference"):
+        inf = m["inference"]
+        torch_rate = inf["backends"]["torch_fp32"]["texts_per_s"]
+        rows = [[names.get(b, b), f"{v['texts_per_s']:.0f} (x{v['texts_per_s'] / torch_rate:.2f})",
+                 f"{v['latency_ms_p50']:.1f} ms", f"{v['latency_ms_p90']:.1f} ms", f"{v['bytes'] / 1e6:.1f} MB"]
+                for b, v in inf["backends"].items()]
+        out.append(f"`{kind}` ({_machine_line(m)}; `{inf['model']}`, {inf['texts']} texts, {inf['rounds']} rounds, "
+                   f"medians):\n\n" + _table(["backend", "texts/s at batch 64", "one text, p50", "one text, p90",
+                                                "model file"], rows))
+    return "\n".join(out)
+
+
+def ddp(read: Read) -> str:
+    """bench/results.json `ddp`: the train stage with 1 and 2 processes (make bench BENCH_ARGS=--ddp)."""
+    rows = []
+    for kind, m in _with(read, "ddp"):
+        for mode, v in m["ddp"].items():
+            one, two = v["median"]["1"], v["median"]["2"]
+            rows.append([kind, MODE_TITLE[mode], f"{one['stage_s']:.1f} s ({one['train_s']:.1f} s)",
+                         f"{two['stage_s']:.1f} s ({two['train_s']:.1f} s)", f"x{one['stage_s'] / two['stage_s']:.2f}",
+                         f"{one['auc']:.4f} / {two['auc']:.4f}"])
+    return _table(["machine kind", "mode", "1 process: stage (trainer)", "2 processes: stage (trainer)",
+                   "speed-up", "eval AUC 1 / 2 processes"], rows)
+
+
+def scale(read: Read) -> str:
+    """bench/results.json `scale`: every stage alone at 10x and 100x the demo data (bench/run.py --scale)."""
+    out = []
+    for kind, m in _with(read, "scale"):
+        sc = m["scale"]
+        lo, hi = (str(f) for f in sc["factors"])
+        a, b = sc["runs"][lo]["stages"], sc["runs"][hi]["stages"]
+        rows = [[f"`{st}`", f"{a[st]['wall_s']:.1f} s / {a[st]['peak_rss_mb']:.0f} MB",
+                 f"{b[st]['wall_s']:.1f} s / {b[st]['peak_rss_mb']:.0f} MB", f"x{sc['growth'][st]:.1f}"]
+                for st in sorted(a, key=lambda st: STAGE_ORDER.index(st.split("@")[0]))]
+        out.append(f"`{kind}` ({_machine_line(m)}; training capped at {sc['max_steps']} steps):\n\n"
+                   + _table(["stage", f"{lo}x: time / peak RSS", f"{hi}x: time / peak RSS", "time growth"], rows))
+    return "\n".join(out)
+
+
+def ablation(read: Read) -> str:
+    """bench/results.json `ablation`: pairtune with each speed knob off in turn (bench/run.py --ablation)."""
+    out = []
+    for kind, m in _with(read, "ablation"):
+        ab = m["ablation"]
+        modes = [x for x in MODES if x in ab]
+        knobs = [k for k in ab[modes[0]]["median"] if k != "all on"]
+        header = ["knob off"] + [f"{MODE_TITLE[x]} (all on: {ab[x]['median']['all on']['wall_s']:.1f} s)" for x in modes]
+        rows = [[k] + [f"{ab[x]['median'][k]['wall_s']:.1f} s (x{ab[x]['median'][k]['wall_s'] / ab[x]['median']['all on']['wall_s']:.2f})"
+                       if k in ab[x]["median"] else "" for x in modes] for k in knobs]
+        runs = len(ab[modes[0]]["raw"]["all on"])
+        out.append(f"`{kind}` ({_machine_line(m)}; {runs} run(s) each, medians):\n\n" + _table(header, rows))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- params reference (params.yaml and its comments)
+
+KEY = re.compile(r"^(?P<indent> *)(?P<key>[\w]+):(?P<value>[^#]*?)\s*(?:#\s?(?P<comment>.*))?$")
+
+
+def params_entries(text: str) -> list[tuple[str, str, str]]:
+    """(dotted key, value as written, comment) for every key of params.yaml, continuation comments joined."""
+    entries: list[list[str]] = []
+    stack: list[tuple[int, str]] = []
+    last_col = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            last_col = None
+            continue
+        if stripped.startswith("#"):
+            col = line.index("#")
+            if entries and last_col is not None and col == last_col:  # a comment continued on the next line
+                entries[-1][2] = f"{entries[-1][2]} {stripped.lstrip('#').strip()}".strip()
+            continue
+        m = KEY.match(line)
+        if not m:
+            continue
+        indent = len(m["indent"])
+        stack = [(i, k) for i, k in stack if i < indent]
+        stack.append((indent, m["key"]))
+        dotted = ".".join(k for _, k in stack)
+        entries.append([dotted, m["value"].strip(), (m["comment"] or "").strip()])
+        last_col = line.index("#") if m["comment"] is not None else None
+    return [tuple(e) for e in entries]  # type: ignore[misc]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def params_reference(read: Read) -> str:
+    """Every key of params.yaml with its default and its comment, one table a section."""
+    entries = params_entries(read("params.yaml#text"))
+    sections = {key for key, value, _ in entries if "." not in key and not value}
+    out, section = [], None
+    for key, value, comment in entries:
+        top = key.split(".")[0] if key.split(".")[0] in sections else "(top level)"
+        if top != section:
+            section = top
+            out.append(f"\n### `{top}`\n" if top in sections else f"\n### {top}\n")
+            if key == top and comment:
+                out.append(f"{comment}\n")
+            out.append("| key | default | what it does |\n| --- | --- | --- |")
+        if key == top:
+            continue
+        shown = f"`{_cell(value)}`" if value else ""
+        out.append(f"| `{key}` | {shown} | {_cell(comment)} |")
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+TABLES: dict[str, Callable[[Read], str]] = {
+    "results": results, "training": training, "verdict": verdict, "interpolation": interpolation,
+    "interpolation-choice": interpolation_choice, "exports": exports, "lr-check": lr_check, "quant": quant,
+    "bench": bench, "bench-pipeline": bench_pipeline, "inference": inference, "ddp": ddp, "scale": scale,
+    "ablation": ablation, "params": params_reference,
+}
+
+
+# ---------------------------------------------------------------- reading, rendering, checking
+
+
+def _reader(root: Path, used: list[str]) -> Read:
+    def read(rel: str) -> Any:
+        as_text = rel.endswith("#text")
+        rel = rel.removesuffix("#text")
+        if rel not in used:
+            used.append(rel)
+        text = (root / rel).read_text()
+        if as_text:
+            return text
+        return YAML(typ="safe").load(text) if rel.endswith(".yaml") else json.loads(text)
+    return read
+
+
+def render(root: Path, name: str, outs: dict[str, str] | None = None) -> tuple[str, list[Source]]:
+    """A table's text and the sources it read (FileNotFoundError if one is missing)."""
+    outs = _lock_outs(root) if outs is None else outs
+    used: list[str] = []
+    body = TABLES[name](_reader(root, used))
+    return body, [resolve(root, rel, outs) for rel in used]
+
+
+def block(name: str, body: str, sources: list[Source]) -> str:
+    refs = " ".join(f"{s.path}={s.committed}" for s in sources)
+    return f"<!-- table: {name} | {refs} -->\n{body}<!-- /table -->\n"
+
+
+def doc_files(root: Path) -> list[Path]:
+    return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+
+
+def update(root: Path) -> list[str]:
+    """Regenerate every marked table in README.md and docs/; return the files changed. Refuses stale sources."""
+    outs, changed = _lock_outs(root), []
+    for path in doc_files(root):
+        text = path.read_text()
+
+        def fill(m: re.Match) -> str:
+            try:
+                body, sources = render(root, m["name"], outs)
+            except FileNotFoundError as err:
+                raise StaleTable(f"{path.relative_to(root)}: table {m['name']!r}: {err.filename} is missing "
+                                 "(run `dvc pull` or `make repro` first)") from None
+            stale = [s.path for s in sources if not s.present]
+            if stale:
+                raise StaleTable(f"{path.relative_to(root)}: table {m['name']!r}: {', '.join(stale)} missing or not "
+                                 "the version dvc.lock records (run `dvc pull` or `make repro` first)")
+            return block(m["name"], body, sources)
+
+        new = MARKER.sub(fill, text)
+        if new != text:
+            path.write_text(new)
+            changed.append(str(path.relative_to(root)))
+    return changed
+
+
+def check(root: Path) -> tuple[int, int]:
+    """Raise StaleTable for a table out of date; return (tables, tables whose text was regenerated and compared)."""
+    outs = _lock_outs(root)
+    tables = compared = 0
+    for path in doc_files(root):
+        for m in MARKER.finditer(path.read_text()):
+            tables += 1
+            where = f"{path.relative_to(root)}: table {m['name']!r}"
+            if m["name"] not in TABLES:
+                raise StaleTable(f"{where}: no such table (known: {', '.join(TABLES)})")
+            recorded = dict(ref.rsplit("=", 1) for ref in (m["sources"] or "").split())
+            for rel, committed in recorded.items():
+                now = resolve(root, rel, outs).committed
+                if now != committed:
+                    raise StaleTable(f"{where}: {rel} is now {now}, the table was made from {committed}: "
+                                     "run `make tables`")
+            if all(resolve(root, rel, outs).present for rel in recorded):
+                body, sources = render(root, m["name"], outs)
+                if {s.path for s in sources} != set(recorded):
+                    raise StaleTable(f"{where}: made from {sorted(recorded)}, now reads "
+                                     f"{sorted(s.path for s in sources)}: run `make tables`")
+                if body != m["body"]:
+                    raise StaleTable(f"{where}: its text differs from what its files generate: run `make tables`")
+                compared += 1
+    return tables, compared
+
+
+# charts of the report shown in the docs: alt text in plots/report.html -> file under docs/img/
+REPORT_IMAGES = {"Forgetting and buying it back: base-to-tuned interpolation": "interpolation.png",
+                 "Learning-rate search (tune stage)": "tune.png",
+                 "Headline metrics with 95% bootstrap intervals": "metrics.png"}
+
+
+def report_images(html: str) -> dict[str, bytes]:
+    """The report's embedded PNG charts named in REPORT_IMAGES, as {file name: bytes}."""
+    import base64
+
+    found = {}
+    for alt, src in re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', html):
+        if alt in REPORT_IMAGES:
+            found[REPORT_IMAGES[alt]] = base64.b64decode(src)
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m pairtune.doctables", description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="only check; exit 1 if a table is out of date")
+    ap.add_argument("--images", action="store_true", help="write the report's charts to docs/img/ instead")
+    ap.add_argument("--root", type=Path, default=Path.cwd())
+    args = ap.parse_args(argv)
+    if args.images:
+        images = report_images((args.root / "plots/report.html").read_text())
+        for name, data in images.items():
+            tmp = args.root / "docs/img" / f".{name}.tmp"
+            tmp.write_bytes(data)
+            tmp.replace(args.root / "docs/img" / name)
+        print(f"docs/img: {', '.join(sorted(images))} from plots/report.html", file=sys.stderr)
+        return 0
+    try:
+        if args.check:
+            tables, compared = check(args.root)
+            print(f"{tables} tables up to date ({compared} regenerated and compared)", file=sys.stderr)
+        else:
+            changed = update(args.root)
+            print(f"tables regenerated; changed: {', '.join(changed) or 'nothing'}", file=sys.stderr)
+    except StaleTable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
