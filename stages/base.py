@@ -11,7 +11,7 @@ from __future__ import annotations
 import _checkout  # noqa: F401 (first: this checkout's src/, whatever pairtune is installed)
 import argparse
 
-from pairtune import io, models, params
+from pairtune import families, io, models, params
 from pairtune.data import read_prepared
 from pairtune.errors import run_stage, setup_logging
 
@@ -25,8 +25,10 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     p = params.load(args.params)
     model = models.load_base(p.base.model, "cpu")
+    family = families.check_supported(model, p.base.model)  # an unsupported architecture stops here, in one line
     texts = models.probe_texts(read_prepared(args.dev), p.base.probe_size)
-    manifest = {"mode": "base", "base_model": p.base.model, "dim": model.get_embedding_dimension(),
+    manifest = {"mode": "base", "base_model": p.base.model, "family": family.name,
+                "model_type": families.model_type(model), "dim": model.get_embedding_dimension(),
                 "parameters": models.count_params(model)[1]}
     with io.atomic_dir(args.out) as tmp:
         models.write_fingerprint(tmp, manifest, texts, models.embed_probe(model, texts))

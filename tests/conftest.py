@@ -51,6 +51,58 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+FAMILIES = ("roberta", "xlm-roberta", "distilbert", "mpnet")  # besides BERT (tiny_model_dir)
+
+
+def build_tiny_family(root: Path, family: str) -> Path:
+    """A tiny random model of another encoder family (hidden 32, 2 layers) with its own kind of tokenizer,
+    saved as a SentenceTransformer folder: RoBERTa / XLM-RoBERTa with a byte-level BPE trained here on the
+    generator's words (no token_type_ids), DistilBERT and MPNet with a WordPiece vocabulary (MPNet's
+    special tokens are <s>, </s>, <pad>, ...). No hub."""
+    import torch
+    import transformers as T
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    hf = root / family / "hf"
+    hf.mkdir(parents=True)
+    words = [w for w in _vocab() if not w.startswith("[")]
+    size = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    if family in ("roberta", "xlm-roberta"):
+        from tokenizers import ByteLevelBPETokenizer
+
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator([" ".join(words)] * 3, vocab_size=400, min_frequency=1,
+                                special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        bpe.save_model(str(hf))
+        tok = T.RobertaTokenizerFast(vocab=str(hf / "vocab.json"), merges=str(hf / "merges.txt"))
+        config_cls, model_cls = ((T.RobertaConfig, T.RobertaModel) if family == "roberta"
+                                 else (T.XLMRobertaConfig, T.XLMRobertaModel))
+        config = config_cls(vocab_size=len(tok), max_position_embeddings=130, pad_token_id=1, bos_token_id=0,
+                            eos_token_id=2, type_vocab_size=1, **size)
+    elif family == "distilbert":
+        (hf / "vocab.txt").write_text("\n".join(_vocab()) + "\n", encoding="utf-8")
+        tok = T.DistilBertTokenizerFast(vocab=str(hf / "vocab.txt"), do_lower_case=True)
+        config, model_cls = T.DistilBertConfig(vocab_size=len(tok), dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                               max_position_embeddings=128, pad_token_id=0), T.DistilBertModel
+    elif family == "mpnet":
+        (hf / "vocab.txt").write_text("\n".join(["<s>", "<pad>", "</s>", "[UNK]", "<mask>", *words]) + "\n",
+                                      encoding="utf-8")
+        tok = T.MPNetTokenizerFast(vocab=str(hf / "vocab.txt"), do_lower_case=True)
+        config, model_cls = T.MPNetConfig(vocab_size=len(tok), max_position_embeddings=130, pad_token_id=1,
+                                          **size), T.MPNetModel
+    else:
+        raise ValueError(family)
+    tok.save_pretrained(hf)
+    torch.manual_seed(0)
+    model_cls(config).save_pretrained(hf)
+    transformer = Transformer(str(hf), max_seq_length=64)
+    model = SentenceTransformer(modules=[transformer, Pooling(32, "mean"), Normalize()], device="cpu")
+    out = root / family / "st"
+    model.save(str(out))
+    return out
+
+
 # The shipped params.yaml difficulty (tests that need other knobs copy and edit it).
 DIFFICULTY = {"multi_clause": 0.1, "hedged": 0.25, "contrast": 0.15, "informal": 0.15, "label_noise": 0.01}
 

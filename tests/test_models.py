@@ -33,8 +33,8 @@ def test_lora_metrics_and_adapter_only_folder(trained):
     # the base is recorded as the base.model param (here the tiny model's folder), never a resolved path
     cfg = json.loads((trained / "models/lora/adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == json.loads((trained / "models/lora/pairtune.json").read_text())["base_model"]
-    # byte-stable config: PEFT serialises target_modules from a set, in hash-seed order
-    assert cfg["target_modules"] == sorted(cfg["target_modules"])
+    # byte-stable config: one regex of the roles' module names (a PEFT list would follow the hash seed's order)
+    assert cfg["target_modules"] == r"(?:.*\.)?(?:attention\.self\.query|attention\.self\.value)"
     assert (trained / "dvclive/train_lora/plots/metrics/train/loss.tsv").exists()
     assert (trained / "dvclive/train_lora/plots/metrics/dev/auc.tsv").exists()
 

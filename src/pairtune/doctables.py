@@ -362,6 +362,22 @@ def ablation(read: Read) -> str:
     return "\n".join(out)
 
 
+def families_cost(read: Read) -> str:
+    """bench/families.json: seconds a training step, the default base against a ~5x larger MPNet stand-in."""
+    b = read("bench/families.json")
+    rows, base = [], None
+    for name, m in b["models"].items():
+        step = m["s_per_step"]
+        base = base or step
+        rows.append([name, f"{m['parameters'] / 1e6:.1f}M", m["model_type"],
+                     f"{step['full']:.2f} s (x{step['full'] / base['full']:.1f})",
+                     f"{step['lora']:.2f} s (x{step['lora'] / base['lora']:.1f})",
+                     f"~{step['full'] * 372 / 60:.0f} / ~{step['lora'] * 372 / 60:.0f} min"])
+    return _table(["base model", "parameters", "model type", "full: a step", "LoRA: a step",
+                   "372 steps (the demo run): full / LoRA"], rows) + \
+        f"\n{b['machine']}; {b['steps']} steps a run, {b['runs']} runs alternating, medians.\n"
+
+
 # ---------------------------------------------------------------- params reference (params.yaml and its comments)
 
 KEY = re.compile(r"^(?P<indent> *)(?P<key>[\w]+):(?P<value>[^#]*?)\s*(?:#\s?(?P<comment>.*))?$")
@@ -422,7 +438,7 @@ TABLES: dict[str, Callable[[Read], str]] = {
     "results": results, "training": training, "verdict": verdict, "interpolation": interpolation,
     "interpolation-choice": interpolation_choice, "exports": exports, "lr-check": lr_check, "quant": quant,
     "bench": bench, "bench-pipeline": bench_pipeline, "inference": inference, "ddp": ddp, "scale": scale,
-    "ablation": ablation, "params": params_reference,
+    "ablation": ablation, "families-cost": families_cost, "params": params_reference,
 }
 
 

@@ -2,8 +2,8 @@
 
 The standalone folder loads with plain `SentenceTransformer(path)` (a LoRA adapter is merged into the base
 weights), so an application needs neither pairtune nor PEFT. The ONNX files follow the layout that
-sentence-transformers' ONNX backend reads (`onnx/model.onnx`, inputs `input_ids`, `attention_mask`,
-`token_type_ids`, output `last_hidden_state`); pooling and normalisation are applied outside the graph, as
+sentence-transformers' ONNX backend reads (`onnx/model.onnx`, inputs `input_ids`, `attention_mask` and,
+where the model's tokenizer gives it, `token_type_ids`; output `last_hidden_state`); pooling and normalisation are applied outside the graph, as
 that backend and `OnnxEncoder` do.
 
 Why not optimum (what sentence-transformers' own `export_*_onnx_model` helpers call): optimum-onnx 0.1.0
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 ONNX_DIR = "onnx"
 ONNX_FP32 = "onnx/model.onnx"
 ONNX_INT8 = "onnx/model_qint8.onnx"
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a graph may take, in this order
 POOLINGS = ("mean", "cls", "max")  # the ST pooling modes OnnxEncoder reproduces
 
 
@@ -69,8 +69,8 @@ def pipeline_spec(model: SentenceTransformer) -> dict[str, Any]:
             "max_seq_length": int(model.max_seq_length), "pad_token": tok.pad_token, "pad_id": int(tok.pad_token_id)}
 
 
-def _graph(transformer: Any) -> Any:
-    """The transformer as a module with positional inputs and one output, the shape ONNX wants."""
+def _graph(transformer: Any, names: tuple[str, ...]) -> Any:
+    """The transformer as a module with positional inputs (`names`, in order) and one output, as ONNX wants."""
     import torch
 
     class Graph(torch.nn.Module):
@@ -78,11 +78,20 @@ def _graph(transformer: Any) -> Any:
             super().__init__()
             self.m = m
 
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.m(input_ids=input_ids, attention_mask=attention_mask,
-                          token_type_ids=token_type_ids).last_hidden_state
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+            given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            return self.m(**{k: given[k] for k in names}).last_hidden_state
 
     return Graph(transformer).eval()
+
+
+def graph_inputs(features: dict[str, Any]) -> tuple[str, ...]:
+    """The graph's inputs: those the model's own tokenizer produces (BERT: three; RoBERTa, MPNet and
+    DistilBERT take no token_type_ids)."""
+    names = tuple(k for k in INPUTS if k in features)
+    if names[:2] != INPUTS[:2]:
+        raise ExportError(f"the tokenizer gives {sorted(features)}: an ONNX graph needs input_ids and attention_mask")
+    return names
 
 
 def export_onnx(model: SentenceTransformer, path: Path, opset: int) -> None:
@@ -93,12 +102,13 @@ def export_onnx(model: SentenceTransformer, path: Path, opset: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.to("cpu")
     example = model.tokenize(["an example text", "a second, somewhat longer example text"])
-    args = tuple(example[k] for k in INPUTS)
+    names = graph_inputs(example)
+    args = tuple(example[k] for k in names)
     batch, seq = Dim("batch"), Dim("sequence", max=model.max_seq_length)
-    shapes = {k: {0: batch, 1: seq} for k in INPUTS}
-    graph = _graph(model[0].model)
+    shapes = {k: {0: batch, 1: seq} for k in names}
+    graph = _graph(model[0].model, names)
     with torch.inference_mode(False), torch.no_grad():
-        program = torch.onnx.export(graph, args, None, input_names=list(INPUTS),
+        program = torch.onnx.export(graph, args, None, input_names=list(names),
                                     output_names=["last_hidden_state"], dynamic_shapes=shapes, opset_version=opset,
                                     dynamo=True, verbose=False)
     proto = program.model_proto
@@ -223,23 +233,25 @@ class OnnxEncoder:
         return cls(ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]), tok, spec)
 
     def feeds(self, texts: list[str], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-        """The graph's input arrays, one dict a batch of `texts` (in the order given)."""
+        """The graph's input arrays, one dict a batch of `texts` (in the order given); only the inputs the graph
+        takes (a RoBERTa, MPNet or DistilBERT graph has no token_type_ids)."""
+        names = {i.name for i in self.session.get_inputs()}
         for start in range(0, len(texts), batch_size):
             enc = self.tokenizer.encode_batch(texts[start:start + batch_size])
-            yield {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-                   "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-                   "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)}
+            feed = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                    "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+                    "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)}
+            yield {k: v for k, v in feed.items() if k in names}
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """float32 embeddings, one row a text (L2-normalised when the model normalises)."""
-        names = {i.name for i in self.session.get_inputs()}
         # Longest first, as SentenceTransformer.encode does: batches of similar length carry little padding
         # (in the order given, ONNX fp32 ran at 0.87x PyTorch's texts/s at batch 64 on the dev+eval texts).
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         ordered = [texts[i] for i in order]
         out = []
         for feed in self.feeds(ordered, batch_size):
-            tokens = self.session.run(None, {k: v for k, v in feed.items() if k in names})[0]
+            tokens = self.session.run(None, feed)[0]
             out.append(_pool(tokens, feed["attention_mask"], self.spec["pooling"]))
         emb = np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
         emb = emb[np.argsort(order)] if len(emb) else emb  # back to the order given

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pairtune import io
+from pairtune import families, io
 from pairtune.errors import PairtuneError
 
 if TYPE_CHECKING:
@@ -138,24 +138,23 @@ UNUSED_MODULES = r"(.*\.)?pooler(\..*)?"
 def add_lora(model: SentenceTransformer, cfg: LoraMode, seed: int) -> None:
     """Wrap the transformer in a fresh LoRA adapter; only adapter weights stay trainable.
 
-    Modules the sentence embedding never uses (UNUSED_MODULES) get no adapter, whatever the targets match.
+    `cfg.target_modules` names roles or modules (pairtune.families); modules the sentence embedding never
+    uses (UNUSED_MODULES) get no adapter, whatever the targets match.
     """
     import re
 
     import torch
     from peft import LoraConfig, get_peft_model
 
-    unused = [n for n, _ in model[0].model.named_modules() if re.fullmatch(UNUSED_MODULES, n)]
-    skipped = [n for n in unused if any(n == t or n.endswith("." + t) for t in cfg.target_modules)]
-    if skipped:
-        log.info("train.lora.target_modules also match %s, which the sentence embedding never uses: "
-                 "no adapter there", ", ".join(skipped))
-    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      target_modules=list(cfg.target_modules), bias="none",
-                      exclude_modules=UNUSED_MODULES if unused else None)
+    backbone = model[0].model
+    regex, chosen = families.target_regex(backbone, families.model_type(model), cfg.target_modules, UNUSED_MODULES)
+    log.info("LoRA on %d modules: %s", len(chosen), ", ".join(families.linear_names_of(chosen)))
+    has_unused = any(re.fullmatch(UNUSED_MODULES, n) for n, _ in backbone.named_modules())
+    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=regex, bias="none",
+                      exclude_modules=UNUSED_MODULES if has_unused else None)
     torch.manual_seed(seed)  # LoRA A matrices are drawn from the global RNG right here
     try:
-        model[0].model = get_peft_model(model[0].model, lora)  # `auto_model` is read-only in ST v6
+        model[0].model = get_peft_model(backbone, lora)  # `auto_model` is read-only in ST v6
     except ValueError as err:
         raise PairtuneError(f"params.yaml: train.lora.target_modules: {err}") from None
 
