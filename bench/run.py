@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -63,7 +64,9 @@ run(False, 3), run(True, 3)
 fp32, bf16 = min(run(False, 10) for _ in range(3)), min(run(True, 10) for _ in range(3))
 m = hardware.machine("cpu")
 print(json.dumps({"fp32_ms": fp32 * 1e3, "bf16_ms": bf16 * 1e3, "bf16_over_fp32": bf16 / fp32,
-                  "machine": m.describe(), "cpu": m.name, "flags": list(m.flags), "native_bf16": m.native_bf16}))
+                  "machine": m.describe(), "cpu": m.name, "flags": list(m.flags), "native_bf16": m.native_bf16,
+                  "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                  "cuda_devices": torch.cuda.device_count()}))
 """
 
 
@@ -128,6 +131,9 @@ def _section(args: argparse.Namespace, mach: dict, name: str) -> tuple[dict, dic
 
 
 def _kind(mach: dict, isa: str | None) -> str:
+    """The machine kind a figure belongs to: the GPU that trains (train.device auto), else the CPU's bf16 path."""
+    if mach.get("cuda"):  # the benchmark's training runs there (both scripts use CUDA when present)
+        return "cuda-" + re.sub(r"[^a-z0-9]+", "-", mach["cuda"].lower()).strip("-")
     return "cpu-" + ("native-bf16" if mach["native_bf16"] else "no-native-bf16") + (f"-{isa}-restricted"
                                                                                   if isa else "")
 
@@ -315,6 +321,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 1 run, 1 epoch on 256 pairs (16 steps: fewer barely move a LoRA adapter off the base, and the load guard refuses it), no end-to-end repro, quality reported not enforced")
+    ap.add_argument("--no-pipeline", action="store_true",
+                    help="time training only, not the clean-clone `dvc repro` (bench/gpu.sh: CPU-bound, minutes)")
     ap.add_argument("--pipeline-only", action="store_true",
                     help="only the dvc repro / evaluate timings; other sections of --out are kept")
     ap.add_argument("--ablation", action="store_true",
@@ -377,7 +385,8 @@ def main() -> None:
     everything, results = _section(args, mach, "pipeline" if args.pipeline_only else "training")
     if not args.pipeline_only:
         results |= {"runs": runs, "quick": args.quick}
-        results.pop("pipeline", None)  # refilled below unless --quick, which times no pipeline
+        if not args.no_pipeline:
+            results.pop("pipeline", None)  # refilled below unless --quick, which times no pipeline
     ok = True
     for mode, by in raw.items() if not args.pipeline_only else ():
         med = {who: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for who, rs in by.items()}
@@ -388,7 +397,7 @@ def main() -> None:
         results["training"][mode] = {"median": med, "speedup": med["reference"]["wall_s"] / med["pairtune"]["wall_s"],
                                      "auc_diff": d_auc, "spearman_diff": d_sp, "quality_within_tolerance": quality,
                                      "raw": by}
-    if not args.quick:
+    if not args.quick and not args.no_pipeline:
         with tempfile.TemporaryDirectory() as tmp:
             clone = _clean_clone(tmp)
             e2e, peak = _timed_peak(["dvc", "repro", "--force"], clone)

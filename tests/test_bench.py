@@ -54,3 +54,40 @@ def test_bench_quick_writes_results(tmp_path, monkeypatch):
         assert r["speedup"] > 0 and "quality_within_tolerance" in r
         assert 0 <= r["median"]["pairtune"]["auc"] <= 1
     assert "speedup" in proc.stdout or "->" in proc.stdout
+
+
+def test_gpu_script_runs_its_steps_on_the_cpu(tmp_path):
+    """bench/gpu.sh --cpu-check: the CUDA tests skip, the benchmark runs a 16-step LoRA smoke, one results file."""
+    out = tmp_path / "gpu"
+    proc = subprocess.run(["bash", str(ROOT / "bench/gpu.sh"), "--cpu-check", str(out)], capture_output=True,
+                          text=True, timeout=900, env=dict(os.environ, PYTHON=sys.executable,
+                                                           GPU_WORK=str(tmp_path / "work")))
+    assert proc.returncode == 0, (proc.stderr[-2000:], (out / "bench.log").read_text()[-2000:]
+                                  if (out / "bench.log").exists() else "")
+    res = json.loads((out / "gpu-results.json").read_text())
+    tests = res["cuda_tests"]
+    assert tests["tests"] >= 8 and tests["skipped"] == tests["tests"] and tests["failed"] == []
+    kinds = res["bench"]["machines"]
+    assert len(kinds) == 1 and next(iter(kinds)).startswith("cpu-")  # a GPU machine files as cuda-<its name>
+    assert set(next(iter(kinds.values()))["training"]) == {"lora"}
+    assert res["bench_exit_code"] == 0 and res["wall_s"] < 480
+    assert "CUDA tests 0 passed, 0 failed" in proc.stderr
+
+
+def test_gpu_report_names_failed_tests(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import gpu_report
+
+    junit = tmp_path / "t.xml"
+    junit.write_text('<testsuites><testsuite tests="3" failures="1" errors="0" skipped="1">'
+                     '<testcase classname="tests.test_cuda" name="test_a"/>'
+                     '<testcase classname="tests.test_cuda" name="test_b"><failure message="AssertionError: x&#10;'
+                     'more">trace</failure></testcase>'
+                     '<testcase classname="tests.test_cuda" name="test_c"><skipped/></testcase>'
+                     '</testsuite></testsuites>')
+    assert gpu_report.junit_summary(junit) == {
+        "tests": 3, "failures": 1, "errors": 0, "skipped": 1, "passed": 1,
+        "failed": [{"test": "tests.test_cuda::test_b", "message": "AssertionError: x"}]}
+    rc = gpu_report.main(["--out", str(tmp_path / "r.json"), "--smi", str(tmp_path / "none"), "--junit", str(junit),
+                          "--tests-rc", "1", "--bench", str(tmp_path / "none.json"), "--bench-rc", "0", "--wall", "5"])
+    assert rc == 1 and json.loads((tmp_path / "r.json").read_text())["cuda_tests"]["failures"] == 1
