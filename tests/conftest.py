@@ -159,12 +159,26 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory, tiny_model_dir):
-    """generate -> prepare -> base -> train@full, train@lora on tiny params, in a temp folder (shared)."""
+def make_demo_data(root: Path, base: bool = False) -> None:
+    """generate -> prepare (-> base) in `root`, with its params.yaml, as the pipeline's first stages do."""
     import base as base_stage
     import generate as generate_stage
     import prepare as prepare_stage
+
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        generate_stage.main(["--out", "data/raw/generated", "--summary", "metrics/generate.json"])
+        prepare_stage.main(["--out", "data/prepared", "--summary", "metrics/prepare.json"])
+        if base:
+            base_stage.main(["--dev", "data/prepared/dev.jsonl", "--out", "models/base"])
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_model_dir):
+    """generate -> prepare -> base -> train@full, train@lora on tiny params, in a temp folder (shared)."""
     import train as train_stage
 
     root = tmp_path_factory.mktemp("trained")
@@ -172,12 +186,10 @@ def trained(tmp_path_factory, tiny_model_dir):
     params["base"]["model"] = str(tiny_model_dir)
     write_params(root / "params.yaml", params)
     write_tiny_general(root / params["general"]["path"])
+    make_demo_data(root, base=True)
     old = os.getcwd()
     os.chdir(root)
     try:
-        generate_stage.main(["--out", "data/raw/generated", "--summary", "metrics/generate.json"])
-        prepare_stage.main(["--out", "data/prepared", "--summary", "metrics/prepare.json"])
-        base_stage.main(["--dev", "data/prepared/dev.jsonl", "--out", "models/base"])
         for mode in ("full", "lora"):
             train_stage.main(["--mode", mode, "--data", "data/prepared", "--base", "models/base", "--out",
                               f"models/{mode}", "--metrics", f"metrics/train_{mode}.json", "--live", f"dvclive/train_{mode}"])

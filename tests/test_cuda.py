@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, write_params
+from conftest import ROOT, make_demo_data, write_params
 from ruamel.yaml import YAML
 
 from pairtune import models
@@ -73,22 +73,11 @@ def test_ddp_over_nccl_on_two_gpus(trained, tmp_path, mode):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_real_model_trains_on_cuda(tmp_path, mode):
-    import base as base_stage
-    import generate as generate_stage
-    import prepare as prepare_stage
-
     raw = YAML(typ="safe").load((ROOT / "params.yaml").read_text())
     raw["train"]["max_steps"] = 40
     raw["train"][mode]["lr"] = {"full": 1e-4, "lora": 2e-3}[mode]
     write_params(tmp_path / "params.yaml", raw)
-    old = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        generate_stage.main(["--out", "data/raw/generated", "--summary", "metrics/generate.json"])
-        prepare_stage.main(["--out", "data/prepared", "--summary", "metrics/prepare.json"])
-        base_stage.main(["--dev", "data/prepared/dev.jsonl", "--out", "models/base"])
-    finally:
-        os.chdir(old)
+    make_demo_data(tmp_path, base=True)
     run = tmp_path / "run"
     run.mkdir()
     out, record = _train(tmp_path, run, mode)

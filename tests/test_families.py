@@ -11,7 +11,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import FAMILIES, ROOT, TINY_PARAMS, build_tiny_family, write_params, write_tiny_general
+from conftest import (FAMILIES, ROOT, TINY_PARAMS, build_tiny_family, make_demo_data, write_params,
+                      write_tiny_general)
 
 from pairtune import families, models
 from pairtune.errors import PairtuneError
@@ -26,18 +27,9 @@ QUERY_VALUE = {"roberta": ("attention.self.query", "attention.self.value"),
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """The tiny demo data, generated and prepared once for every family."""
-    import generate as generate_stage
-    import prepare as prepare_stage
-
     root = tmp_path_factory.mktemp("famdata")
     write_params(root / "params.yaml", TINY_PARAMS)
-    old = os.getcwd()
-    os.chdir(root)
-    try:
-        generate_stage.main(["--out", "data/raw/generated", "--summary", "metrics/generate.json"])
-        prepare_stage.main(["--out", "data/prepared", "--summary", "metrics/prepare.json"])
-    finally:
-        os.chdir(old)
+    make_demo_data(root)
     return root / "data/prepared"
 
 
