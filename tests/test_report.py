@@ -306,3 +306,9 @@ def test_graded_data_with_categories_leads_with_spearman_and_its_words():
     assert "eval Spearman" in head.split(".")[0] and "AUC at positive_threshold 0.6:" in head
     assert "<h3>by category</h3>" in html and ">none<" not in html
     assert "dissimilar pairs pass as similar" in html and "compatible" not in html
+
+
+def test_a_difference_that_rounds_to_zero_has_no_minus_sign():
+    from pairtune.report import _signed
+
+    assert _signed(-0.00015) == "+0.000" and _signed(-0.0175) == "-0.018" and _signed(0.0024) == "+0.002"

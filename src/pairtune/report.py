@@ -377,7 +377,8 @@ def verdict(inp: Inputs, comparison: dict[str, float]) -> str:
         said = {1: "LoRA is better", -1: "full fine-tuning is better", 0: "the eval split cannot tell them apart"}
         share = comparison.get(f"lora_share_of_full_gain_{key}", math.nan)
         kept = f"; LoRA kept {share:.0%} of full fine-tuning's {name} gain" if not math.isnan(share) and full > base else ""
-        out += (f" LoRA minus full: {name} {d:+.3f} [{lo:+.3f}, {hi:+.3f}], {said[_moved(comparison, 'lora', 'full', key)]}"
+        out += (f" LoRA minus full: {name} {_signed(d)} [{_signed(lo)}, {_signed(hi)}], "
+                f"{said[_moved(comparison, 'lora', 'full', key)]}"
                 f"{kept}.")
     rates = learning_rates(inp)
     return out + (f" Trained with {rates}." if rates else "")
@@ -550,6 +551,11 @@ def _tune_rows(inp: Inputs) -> list[dict[str, str]]:
             how = "set in params.yaml (train.<mode>.lr is a number): no search"
         rows.append({"mode": MODE_NAMES[mode], "lr": f"{lr:g}", "how": how})
     return rows
+
+
+def _signed(x: float) -> str:
+    """+0.012 / -0.012, and +0.000 for a difference that rounds to zero (never "-0.000")."""
+    return f"{round(x, 3) + 0.0:+.3f}"
 
 
 def alpha_rule(params: dict[str, Any]) -> str:
