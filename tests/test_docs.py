@@ -85,7 +85,8 @@ def test_a_hand_edited_table_is_caught(tmp_path):
 
 def test_update_refuses_sources_that_are_not_the_committed_version(tmp_path):
     root = _mini_repo(tmp_path)
-    (root / "metrics/report.json").write_text(json.dumps(_report()))  # changed, dvc.lock not
+    changed = {**json.loads((root / "metrics/report.json").read_text()), "lora_vs_full_auc_diff": 0.3}
+    (root / "metrics/report.json").write_text(json.dumps(changed))  # a rerun not recorded in dvc.lock
     with pytest.raises(doctables.StaleTable, match="not the version dvc.lock records"):
         doctables.update(root)
 
