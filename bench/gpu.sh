@@ -40,7 +40,8 @@ fi
 
 # 3. the training benchmark, reference and pairtune alternating (the GPU trains: both use CUDA when present)
 if [ "$CPU_CHECK" = 1 ]; then BENCH=(--quick --modes lora); BENCH_TIMEOUT=400; else BENCH=(--runs 2 --no-pipeline); BENCH_TIMEOUT=330; fi
-timeout "$BENCH_TIMEOUT" "$PY" bench/run.py "${BENCH[@]}" --data "$WORK/data/prepared" --base "$WORK/models/base" \
+read -r -a EXTRA <<< "${GPU_BENCH_ARGS:-}"   # e.g. GPU_BENCH_ARGS="--isa avx2" (the tests)
+timeout "$BENCH_TIMEOUT" "$PY" bench/run.py "${BENCH[@]}" ${EXTRA[@]+"${EXTRA[@]}"} --data "$WORK/data/prepared" --base "$WORK/models/base" \
   --out "$OUT/bench.json" > "$OUT/bench.log" 2>&1
 bench_rc=$?
 
