@@ -84,32 +84,57 @@ def snapshot(repo: Path) -> dict[str, bytes]:
     return {m: (repo / "metrics" / f"{m}.json").read_bytes() for m in METRICS}
 
 
+BASELINE = {"generate", "prepare", "base", "tune@full", "tune@lora", "train@full", "train@lora", "evaluate@base",
+            "evaluate@full", "evaluate@lora", "interpolate@full", "interpolate@lora", "export@full", "export@lora",
+            "report"}
+
+
+def _template(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny pipeline, run and committed once per test session: this file and tests/test_sharing.py each
+    copy it. Under `make test` they run on two xdist workers at once; one builds while the other waits on a
+    file lock in the workers' shared temp folder (one `dvc repro` of everything instead of two)."""
+    from filelock import FileLock
+
+    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent / f"pipeline-template-{uid}" if uid else base / "pipeline-template"
+    with FileLock(str(shared) + ".lock"):
+        repo = shared / "repo"
+        if not (shared / "done").exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            repo.mkdir(parents=True)
+            for name in ("stages", "src"):
+                shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            for name in ("dvc.yaml", ".gitignore"):
+                shutil.copy(ROOT / name, repo / name)
+            params = json.loads(json.dumps(TINY_PARAMS))
+            params["base"]["model"] = str(tiny_model_dir)
+            params["evaluate"]["cluster"] = False  # UMAP's JIT costs ~9 s per evaluate; tested elsewhere
+            write_params(repo / "params.yaml", params)
+            write_tiny_general(repo / params["general"]["path"])
+            sh(repo, "git", "init", "-q")
+            sh(repo, "dvc", "init", "-q")
+            sh(repo, "dvc", "config", "core.analytics", "false")
+            sh(repo, "dvc", "config", "core.autostage", "true")
+            assert ran(sh(repo, "dvc", "repro")) == BASELINE
+            sh(repo, "git", "add", "-A")
+            sh(repo, "git", "commit", "-qm", "baseline")
+            (shared / "done").touch()
+    return repo
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, tiny_model_dir):
+    """A copy of the session's baseline repository (DVC's state database left behind: it is keyed by path),
+    with a DVC remote of its own, committed."""
     root = tmp_path_factory.mktemp("pipe")
     repo = root / "repo"
-    repo.mkdir()
-    for name in ("stages", "src"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
-    params = json.loads(json.dumps(TINY_PARAMS))
-    params["base"]["model"] = str(tiny_model_dir)
-    params["evaluate"]["cluster"] = False  # UMAP's JIT costs ~9 s per evaluate; clustering is tested elsewhere
-    write_params(repo / "params.yaml", params)
-    write_tiny_general(repo / params["general"]["path"])
-    sh(repo, "git", "init", "-q")
-    sh(repo, "dvc", "init", "-q")
-    sh(repo, "dvc", "config", "core.analytics", "false")
-    sh(repo, "dvc", "config", "core.autostage", "true")
+    shutil.copytree(_template(tmp_path_factory, tiny_model_dir), repo, symlinks=True,
+                    ignore=lambda folder, names: {"tmp"} if Path(folder).name == ".dvc" else set())
     sh(repo, "dvc", "remote", "add", "-d", "local", str(root / "remote"))
-    proc = sh(repo, "dvc", "repro")
-    assert ran(proc) == {"generate", "prepare", "base", "tune@full", "tune@lora", "train@full", "train@lora",
-                         "evaluate@base",
-                         "evaluate@full", "evaluate@lora", "interpolate@full", "interpolate@lora", "export@full",
-                         "export@lora", "report"}
     sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "baseline")
+    sh(repo, "git", "commit", "-qm", "the team's remote")
+    assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
     return repo
 
 
