@@ -1,6 +1,6 @@
 """report: render plots/report.html comparing base, full and LoRA, and the paired comparison metrics.
 
-Reads <plots>/evaluate_<model>/details.json (every eval figure), metrics/train_<mode>.json (wall time),
+Reads <plots>/evaluate_<model>/{details,roc}.json (every eval figure, the ROC curve), metrics/train_<mode>.json (wall time),
 <live>/train_<mode>/train.json (the training record), metrics/interpolate_<mode>.json, <plots>/interpolate_<mode>/curve.json, the DVCLive curves,
 metrics/prepare.json, metrics/export_<mode>.json (what each export shipped), <plots>/tune_<mode>/trials.json
 (the learning-rate search) and params.yaml. Writes <out> (one self-contained HTML file)
@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     inputs = Inputs(
         metrics={m: details[m]["metrics"] for m in MODELS},
         details=details,
+        roc={m: _json(pdir / f"evaluate_{m}" / "roc.json") for m in MODELS},
         train={mode: {**_json(ldir / f"train_{mode}" / "train.json"),
                       "train_wall_s": _json(mdir / f"train_{mode}.json")[mode]["train_s"]} for mode in ("full", "lora")},
         curves={mode: _curves(ldir / f"train_{mode}") for mode in ("full", "lora") if (ldir / f"train_{mode}").exists()},

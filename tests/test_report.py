@@ -29,7 +29,7 @@ def _make_inputs(edit=None, positive_threshold: float = 0.5, binary: int = 1, na
         if p["label"] == 0:
             p["text_1"] += " <script>alert(2)</script>"
     index = {t: i for i, t in enumerate([t for p in dev + ev for t in (p["text_1"], p["text_2"])])}
-    metrics, details = {}, {}
+    metrics, details, roc = {}, {}, {}
     for k, name in enumerate(MODELS):
         emb = np.concatenate([e_dev, e_ev])
         if name == "base":  # invert the base: flip the second text of every pair
@@ -38,7 +38,7 @@ def _make_inputs(edit=None, positive_threshold: float = 0.5, binary: int = 1, na
             emb = emb + k * 0.01
             emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         res = evaluate(emb.astype(np.float32), index, dev, ev, _cfg(worst_errors=60), positive_threshold, 0)
-        metrics[name], details[name] = res.metrics, res.details
+        metrics[name], details[name], roc[name] = res.metrics, res.details, res.roc
     train = {m: {"trainable_params": t, "total_params": 1000, "trainable_share": t / 1000, "artifact_bytes": 3 * t,
                  "steps": 10, "final_loss": 0.1, "train_wall_s": 1.5, "device_cuda": 0, "lr": 1e-3}
              for m, t in (("full", 1000), ("lora", 10))}
@@ -48,7 +48,7 @@ def _make_inputs(edit=None, positive_threshold: float = 0.5, binary: int = 1, na
             "positive_share": 0.5}, "eval": {"pairs": 60, "positives": 30, "positive_share": 0.5},
             "duplicates_dropped": {"train": 0, "dev": 0, "eval": 0}, "overlap_dropped": {"train_eval": 0},
             "dev_source": 1, "binary_labels": binary}
-    return Inputs(metrics=metrics, details=details, train=train, curves=curves, data=data,
+    return Inputs(metrics=metrics, details=details, roc=roc, train=train, curves=curves, data=data,
                   params={"seed": 0, "train.epochs": 1, "train.lora.target_modules": ["query", "value"]},
                   versions={"torch": "x"}, positive_threshold=positive_threshold, bootstrap=50, confidence=0.95,
                   seed=0, examples=60, names=names,
