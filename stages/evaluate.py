@@ -4,7 +4,8 @@ Loads the model through the guarded loader (a LoRA adapter merged and verified),
 and eval text once, chooses thresholds on dev and reports on eval.
 Reads params `seed`, `data.positive_threshold`, `evaluate.*`, <model>/ and <data>/{dev,eval}.jsonl.
 Writes <metrics> (the headline numbers under the model's name, for `dvc exp show` / `dvc metrics diff`) and
-<plots>/ (roc, scores, histogram, predictions, details: every figure, breakdowns, errors with their texts).
+<plots>/ (roc, scores, histogram, predictions, details: every figure, breakdowns, errors with their texts;
+embeddings.npy + embeddings.json: the encode itself, which the export stage reuses instead of encoding again).
 Run: python stages/evaluate.py --model models/lora --data data/prepared \
          --metrics metrics/evaluate_lora.json --plots plots/evaluate_lora
 """
@@ -15,10 +16,12 @@ import _checkout  # noqa: F401 (first: this checkout's src/, whatever pairtune i
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from pairtune import io, models, params
 from pairtune.data import read_prepared
 from pairtune.errors import run_stage, setup_logging
-from pairtune.evaluation import evaluate, headline, unique_texts
+from pairtune.evaluation import EMBEDDINGS, EMBEDDINGS_KEY, embeddings_key, evaluate, headline, unique_texts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,14 +34,18 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     p = params.load(args.params)
     dev, eval_ = read_prepared(f"{args.data}/dev.jsonl"), read_prepared(f"{args.data}/eval.jsonl")
-    model = models.load_model(args.model, models.pick_device(p.train.device))
+    device = models.pick_device(p.train.device)
+    model = models.load_model(args.model, device)
     texts = unique_texts(dev, eval_)
     emb = models.embed(model, texts, p.evaluate.batch_size)
+    key = embeddings_key(texts, models.identity(args.model), str(device), p.evaluate.batch_size)
     result = evaluate(emb, {t: i for i, t in enumerate(texts)}, dev, eval_, p.evaluate,
                       p.data.positive_threshold, p.seed)
     with io.atomic_dir(args.plots) as tmp:
         for name in ("roc", "scores", "histogram", "predictions", "details"):
             io.write_json(tmp / f"{name}.json", getattr(result, name))
+        np.save(tmp / EMBEDDINGS, emb)
+        io.write_json(tmp / EMBEDDINGS_KEY, {"key": key, "texts": len(texts), "device": str(device)})
     io.write_json(args.metrics, {args.name or Path(args.model).name: headline(result.metrics)})
 
 

@@ -5,7 +5,8 @@ parity against it on the dev and eval texts. A gap in the standalone folder fail
 nothing (a broken model stops the run); an ONNX fp32 or int8 variant over its tolerance is left out and
 its status says why (metrics, model card, pairtune.json), unless `export.strict` makes it fail the stage.
 Reads params `export.*`, `data.positive_threshold`, `data.positive_name`, `data.negative_name`, `evaluate.batch_size`, `evaluate.confidence`,
-<model>/, <data>/{train,dev,eval}.jsonl and <evaluate> (the metrics the model card quotes).
+<model>/, <data>/{train,dev,eval}.jsonl and <evaluate> (the metrics the model card quotes; beside it, evaluate's
+embeddings of the same texts, used as the reference instead of encoding again where their key matches).
 Writes <out>/ (standalone folder + onnx/ + model card + dev threshold) and <metrics> (parity and sizes).
 Run: python stages/export.py --model models/lora --data data/prepared --evaluate plots/evaluate_lora/details.json \
          --out models/export/lora --metrics metrics/export_lora.json
@@ -19,9 +20,12 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from pairtune import export, io, models, params
 from pairtune.data import read_prepared
 from pairtune.errors import run_stage, setup_logging
+from pairtune.evaluation import EMBEDDINGS, EMBEDDINGS_KEY, embeddings_key, unique_texts
 
 log = logging.getLogger("export")
 
@@ -39,10 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     evaluate = json.loads(Path(args.evaluate).read_text(encoding="utf-8"))
     evaluate = evaluate.get("metrics", evaluate)  # evaluate's details.json, or a flat file (interpolate's)
     model = models.load_model(args.model, "cpu")  # exports are CPU artefacts, parity is checked on the CPU
+    ref = _reusable(Path(args.evaluate).parent, unique_texts(dev, eval_), args.model, p.evaluate.batch_size)
     with io.atomic_dir(args.out) as tmp:
         figures = export.build(model, Path(args.model), tmp, dev, eval_, n_train, evaluate, p.export,
                                p.data.positive_threshold, p.evaluate.batch_size, p.evaluate.confidence,
-                               (p.data.positive_name, p.data.negative_name))
+                               (p.data.positive_name, p.data.negative_name), ref)
         models.load_model(tmp, "cpu")  # the export passes the same guard as the model it came from
     log.info("export: %s; standalone max |delta| %.2e", ", ".join(f"{v} {s}" for v, s in figures["status"].items()),
              figures["standalone_max_abs"])
@@ -50,6 +55,20 @@ def main(argv: list[str] | None = None) -> None:
         log.info("int8 eval AUC %.4f vs %.4f fp32, Spearman %.4f vs %.4f", figures["int8_auc"], figures["onnx_auc"],
                  figures["int8_spearman"], figures["onnx_spearman"])
     io.write_json(args.metrics, figures)
+
+
+def _reusable(folder: Path, texts: list[str], model: str, batch_size: int) -> np.ndarray | None:
+    """Evaluate's CPU embeddings of `texts` by this model in these batches, if `folder` has them (else None:
+    the export encodes them itself; evaluate on a GPU gives CUDA's numbers, which parity must not use)."""
+    try:
+        stored = json.loads((folder / EMBEDDINGS_KEY).read_text(encoding="utf-8"))["key"]
+    except (OSError, ValueError, KeyError):
+        return None
+    if stored != embeddings_key(texts, models.identity(model), "cpu", batch_size):
+        log.info("%s: computed from other texts, model, device or batch size: encoding again", folder / EMBEDDINGS)
+        return None
+    log.info("reference embeddings: %s (evaluate's encode of the same %d texts)", folder / EMBEDDINGS, len(texts))
+    return np.load(folder / EMBEDDINGS)
 
 
 if __name__ == "__main__":

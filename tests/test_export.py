@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -396,6 +397,62 @@ def test_strict_export_fails_on_a_refused_int8_and_writes_nothing(spoiled, capsy
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: export parity failed: int8: eval ")
     assert not (spoiled / "models/strict/spoiled").exists() and not (spoiled / "metrics/strict_spoiled.json").exists()
+
+
+def test_the_torchscript_exporter_is_tried_first_and_matches_pytorch(exported):
+    for mode in ("full", "lora"):
+        m = json.loads((exported / f"metrics/export_{mode}.json").read_text())
+        assert m["onnx_exporter"] == "torchscript" and m["status"]["onnx"] == "ok"
+        assert m["onnx_cosine_max_abs"] <= 1e-4
+
+
+def test_auto_falls_back_to_the_dynamo_exporter(exported, monkeypatch, caplog):
+    """A model the TorchScript tracer cannot take still gets its ONNX file, through torch.export."""
+    caplog.set_level(logging.INFO, logger="pairtune.export")
+    real = export.export_onnx
+
+    def no_tracing(model, path, opset, exporter="dynamo"):
+        if exporter == "torchscript":
+            raise RuntimeError("cannot trace this")
+        real(model, path, opset, exporter)
+
+    monkeypatch.setattr(export, "export_onnx", no_tracing)
+    _run_export(exported, "lora", "models/export_dynamo/lora", "metrics/export_dynamo.json")
+    m = json.loads((exported / "metrics/export_dynamo.json").read_text())
+    assert m["onnx_exporter"] == "dynamo" and m["status"] == {"standalone": "ok", "onnx": "ok", "int8": "ok"}
+    assert m["onnx_cosine_max_abs"] <= 1e-4
+    assert "ONNX through torchscript failed: RuntimeError: cannot trace this" in caplog.text
+
+
+def test_export_reuses_evaluates_embeddings_byte_for_byte(exported, caplog):
+    """Export's parity reference is evaluate's encode of the same texts where its key matches: the outputs are
+    the bytes of an export that encodes them itself (the `exported` fixture's), and a mismatched key is
+    ignored (the export encodes again)."""
+    import evaluate as evaluate_stage  # stages/evaluate.py
+    import export as export_stage
+
+    plots = exported / "plots/evaluate_reuse_lora"
+    evaluate_stage.main(["--model", str(exported / "models/lora"), "--data", str(exported / "data/prepared"),
+                         "--metrics", str(exported / "metrics/evaluate_reuse.json"), "--plots", str(plots),
+                         "--params", str(exported / "params.yaml")])
+    for tag in ("reused", "mismatched"):
+        if tag == "mismatched":
+            key = json.loads((plots / "embeddings.json").read_text())
+            (plots / "embeddings.json").write_text(json.dumps({**key, "key": "0" * 64}))
+        caplog.clear()
+        caplog.set_level(logging.INFO)
+        export_stage.main(["--model", str(exported / "models/lora"), "--data", str(exported / "data/prepared"),
+                           "--evaluate", str(plots / "details.json"), "--out", str(exported / f"models/export_{tag}"),
+                           "--metrics", str(exported / f"metrics/export_{tag}.json"),
+                           "--params", str(exported / "params.yaml")])
+        assert ("reference embeddings: " in caplog.text) == (tag == "reused")
+        assert ("encoding again" in caplog.text) == (tag == "mismatched")
+        ours = json.loads((exported / f"metrics/export_{tag}.json").read_text())
+        plain = json.loads((exported / "metrics/export_lora.json").read_text())
+        assert ours == plain
+        mine, theirs = _digests(exported / f"models/export_{tag}"), _digests(exported / "models/export/lora")
+        mine.pop("README.md"), theirs.pop("README.md")  # the card quotes evaluate's (here: real) eval metrics
+        assert mine == theirs
 
 
 def test_an_onnx_export_that_fails_keeps_the_standalone_folder(exported, monkeypatch):

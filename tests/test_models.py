@@ -211,7 +211,8 @@ def test_evaluate_and_report_stages_on_tiny_model(trained, monkeypatch):
         assert all(isinstance(v, (int, float)) for v in m.values())
         assert headline[name]["auc"] == m["auc"] and headline[name]["fp"] == m["fp_count"]
         assert {p.name for p in (trained / f"plots/evaluate_{name}").iterdir()} == {
-            "roc.json", "scores.json", "histogram.json", "predictions.json", "details.json"}
+            "roc.json", "scores.json", "histogram.json", "predictions.json", "details.json", "embeddings.npy",
+            "embeddings.json"}
         hist = json.loads((trained / f"plots/evaluate_{name}/histogram.json").read_text())
         assert sum(b["positives"] + b["negatives"] for b in hist) == m["n_pairs"]
     import interpolate as interpolate_stage

@@ -6,6 +6,8 @@ text of dev and eval once and passes the result in.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,19 @@ def headline(metrics: dict[str, float]) -> dict[str, float]:
 def unique_texts(*splits: list[dict[str, Any]]) -> list[str]:
     """Every distinct text in the splits, sorted: each is encoded once."""
     return sorted({t for pairs in splits for p in pairs for t in (p["text_1"], p["text_2"])})
+
+
+EMBEDDINGS = "embeddings.npy"  # evaluate's encode of unique_texts(dev, eval), float32: export reuses it
+EMBEDDINGS_KEY = "embeddings.json"  # what it was computed from (embeddings_key): reused only on an exact match
+
+
+def embeddings_key(texts: list[str], model_identity: bytes, device: str, batch_size: int) -> str:
+    """What decides an encode's bytes: the texts in order, the model, the device and the batch size (the
+    batches' padding). Export reuses evaluate's embeddings only where this matches exactly, so a reuse gives
+    byte for byte what encoding again would (tests/test_export.py checks it)."""
+    h = hashlib.sha256(json.dumps([texts, device, batch_size], ensure_ascii=False).encode())
+    h.update(model_identity)
+    return h.hexdigest()
 
 
 def _finite(d: dict[str, float]) -> dict[str, float]:

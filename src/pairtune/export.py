@@ -7,8 +7,8 @@ where the model's tokenizer gives it, `token_type_ids`; output `last_hidden_stat
 that backend and `OnnxEncoder` do.
 
 Why not optimum (what sentence-transformers' own `export_*_onnx_model` helpers call): optimum-onnx 0.1.0
-requires transformers < 4.58 and we pin 5.23. The exporter here is torch's own (`torch.onnx.export`,
-dynamo), the quantiser onnxruntime's `quantize_dynamic`.
+requires transformers < 4.58 and we pin 5.23. The exporter here is torch's own (`torch.onnx.export`:
+the TorchScript path first, the dynamo path where that fails), the quantiser onnxruntime's.
 
 `OnnxEncoder` imports only onnxruntime and tokenizers (no torch, no transformers), so `pairtune score` on
 an export folder starts in well under a second of imports.
@@ -17,9 +17,11 @@ an export folder starts in well under a second of imports.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,19 +96,44 @@ def graph_inputs(features: dict[str, Any]) -> tuple[str, ...]:
     return names
 
 
-def export_onnx(model: SentenceTransformer, path: Path, opset: int) -> None:
-    """Export the transformer of `model` (token embeddings out) to one self-contained ONNX file."""
-    import torch
-    from torch.export import Dim
+EXPORTERS = ("torchscript", "dynamo")  # export.exporter auto: tried in this order
 
+
+def export_onnx(model: SentenceTransformer, path: Path, opset: int, exporter: str = "dynamo") -> None:
+    """Export the transformer of `model` (token embeddings out) to one self-contained ONNX file.
+
+    exporter "torchscript": torch.onnx's tracing path, ~1 s for MiniLM (deprecated since torch 2.9, present in
+    2.13; traced with eager attention, whose graph does not depend on the example's padding). "dynamo": the
+    torch.export path, ~5 s. Both are checked against PyTorch by `build` on every dev and eval text."""
+    import torch
+
+    if exporter not in EXPORTERS:
+        raise ExportError(f"exporter {exporter!r}: expected one of {', '.join(EXPORTERS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.to("cpu")
     example = model.tokenize(["an example text", "a second, somewhat longer example text"])
     names = graph_inputs(example)
     args = tuple(example[k] for k in names)
+    transformer = model[0].model
+    graph = _graph(transformer, names)
+    if exporter == "torchscript":
+        before = transformer.config._attn_implementation
+        transformer.set_attn_implementation("eager")
+        try:
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the deprecation notice and tracer hints, on every export
+                axes = {k: {0: "batch", 1: "sequence"} for k in (*names, "last_hidden_state")}
+                buffer = io.BytesIO()
+                torch.onnx.export(graph, args, buffer, input_names=list(names), output_names=["last_hidden_state"],
+                                  dynamic_axes=axes, opset_version=opset, dynamo=False)
+        finally:
+            transformer.set_attn_implementation(before)
+        path.write_bytes(buffer.getvalue())
+        return
+    from torch.export import Dim
+
     batch, seq = Dim("batch"), Dim("sequence", max=model.max_seq_length)
     shapes = {k: {0: batch, 1: seq} for k in names}
-    graph = _graph(model[0].model, names)
     with torch.inference_mode(False), torch.no_grad():
         program = torch.onnx.export(graph, args, None, input_names=list(names),
                                     output_names=["last_hidden_state"], dynamic_shapes=shapes, opset_version=opset,
@@ -428,7 +455,7 @@ def _choose_int8(out: Path, cfg: Export, dev: list[dict[str, Any]], texts: list[
 def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[str, Any]],
           eval_: list[dict[str, Any]], n_train: int, evaluate: dict[str, float], cfg: Export,
           positive_threshold: float, batch_size: int, confidence: float,
-          names: tuple[str, str] = ("similar", "dissimilar")) -> dict[str, Any]:
+          names: tuple[str, str] = ("similar", "dissimilar"), ref: np.ndarray | None = None) -> dict[str, Any]:
     """Write every export of `model` (loaded and verified from pipeline folder `source`) into `out`.
 
     The standalone folder is the export: a parity gap there is a broken model and raises ExportError. ONNX
@@ -436,6 +463,8 @@ def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[st
     written and its status says why, unless `cfg.strict`, where it raises as the standalone does. Returns
     the figures, sizes and per-variant status for metrics/export_<mode>.json. `names`: what a positive and a
     negative pair are called (data.positive_name, data.negative_name), for `pairtune score` and the card.
+    `ref`: `model`'s embeddings of unique_texts(dev, eval_) on the CPU in `batch_size` batches, if already
+    computed (the evaluate stage's); encoded here otherwise.
     """
     from pairtune import metrics as M
     from pairtune import models
@@ -447,7 +476,8 @@ def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[st
     graded = np.array([p["label"] for p in eval_], dtype=float)
     y = (graded >= positive_threshold).astype(int)
     y_dev = np.array([p["label"] >= positive_threshold for p in dev], dtype=int)
-    ref = models.embed(model, texts, batch_size)
+    if ref is None:
+        ref = models.embed(model, texts, batch_size)
 
     # 1. standalone SentenceTransformer folder, reloaded the plain way
     models.save_full(model, out)
@@ -468,22 +498,36 @@ def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[st
     # 2. ONNX fp32, then int8 from it: optional variants, each kept only if it passes its own check
     s_ref = M.pair_scores(ref, index, eval_)
     onnx = None
-    try:
-        spec = pipeline_spec(standalone)
-        export_onnx(standalone, out / ONNX_FP32, cfg.opset)
-        (out / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        onnx = OnnxEncoder.load(out, ONNX_FP32).encode(texts, batch_size)
-    except Exception as err:  # an architecture the exporter cannot take: the folder above still ships
-        if cfg.strict:
-            raise
-        status["onnx"] = f"failed: {_one_line(err)}"
-    if onnx is not None:
+    problems: list[str] = []
+    candidates = EXPORTERS if cfg.exporter == "auto" else (cfg.exporter,)
+    for exporter in candidates:
+        last = exporter == candidates[-1]
+        try:
+            spec = pipeline_spec(standalone)
+            export_onnx(standalone, out / ONNX_FP32, cfg.opset, exporter)
+            (out / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            onnx = OnnxEncoder.load(out, ONNX_FP32).encode(texts, batch_size)
+        except Exception as err:  # an architecture the exporter cannot take: the folder above still ships
+            if cfg.strict and last:
+                raise
+            problems.append(f"failed: {_one_line(err)}")
+            log.info("export: ONNX through %s failed: %s", exporter, _one_line(err))
+            onnx = None
+            continue
         s_fp32 = M.pair_scores(onnx, index, eval_)
-        figures["onnx_cosine_max_abs"] = float(np.max(np.abs(s_fp32 - s_ref)))
-        figures["onnx_embedding_max_abs"] = float(np.max(np.abs(onnx - ref)))
-        figures.update({f"onnx_{k}": v for k, v in quality(s_fp32, graded, y).items()})
-        why = refusal(figures, cfg, ("onnx_cosine_max_abs",))
+        parity = {"onnx_cosine_max_abs": float(np.max(np.abs(s_fp32 - s_ref))),
+                  "onnx_embedding_max_abs": float(np.max(np.abs(onnx - ref)))}
+        why = refusal(parity, cfg, ("onnx_cosine_max_abs",))
+        if why and not last:
+            problems.append(f"refused: {why}")
+            log.info("export: ONNX through %s refused (%s): trying the next exporter", exporter, why)
+            onnx = None
+            continue
+        figures.update(parity, onnx_exporter=exporter, **{f"onnx_{k}": v for k, v in quality(s_fp32, graded, y).items()})
         status["onnx"] = f"refused: {why}" if why else "ok"
+        break
+    if onnx is None:
+        status["onnx"] = "; ".join(dict.fromkeys(problems))  # one line per distinct cause
     int8 = None
     if status["onnx"] != "ok":
         status["int8"] = "skipped: no ONNX fp32 to quantise"

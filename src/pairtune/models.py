@@ -120,6 +120,11 @@ def write_fingerprint(folder: Path, manifest: dict[str, Any], texts: list[str], 
         np.save(folder / BASE_PROBE, base_probe)
 
 
+def identity(folder: str | Path) -> bytes:
+    """The bytes that tell one pairtune model folder from another: its manifest and its probe embeddings."""
+    return b"".join((Path(folder) / name).read_bytes() for name in (MANIFEST, PROBE))
+
+
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     """The pairtune.json of a model folder."""
     path = Path(folder) / MANIFEST

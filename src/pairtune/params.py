@@ -161,6 +161,7 @@ class Interpolate:
 @dataclass(frozen=True)
 class Export:
     opset: int  # ONNX opset of torch's exporter
+    exporter: Literal["auto", "torchscript", "dynamo"]  # torch.onnx path (auto: TorchScript, dynamo if it fails)
     int8_method: Int8Method  # how the int8 ONNX is made (pairtune.export.quantize_int8)
     int8_per_channel: bool  # int8 weight scales per output channel (else one per tensor; not weight_only's blocks)
     embed_atol: float  # standalone folder vs the pipeline's embeddings: largest |delta| allowed
