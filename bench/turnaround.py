@@ -1,0 +1,171 @@
+"""What an experiment costs besides training: every stage timed alone, before and after a change, side by side.
+
+Clones this repository at --before (optional) and at HEAD, checks each clone's pipeline outputs out of this
+checkout's DVC cache (so run `make repro` at both commits first), then forces each stage alone with
+`dvc repro --force --single-item` (DVC's own start-up included), alternating the clones, --runs rounds.
+The training stages' own seconds (train_s, search_s in their metrics) are subtracted: what is left is
+process start, imports, model loading and saving. Also times the fixed costs on their own (importing what a
+stage imports, loading a model) and `pairtune score` on an export folder.
+Writes bench/turnaround.json, one section per machine kind (`--isa avx2`: as on a CPU without AVX-512).
+Run: python bench/turnaround.py --before REV [--runs 2] [--isa avx2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import _ISA, ISA_ENV, ROOT, _env, _kind, machine_info  # noqa: E402 (bench/ is not a package)
+
+# (stage, the metrics file and key holding its training seconds, if it trains)
+STAGES = (
+    ("generate", None), ("prepare", None), ("base", None),
+    ("tune@full", ("metrics/tune_full.json", "full", "search_s")),
+    ("tune@lora", ("metrics/tune_lora.json", "lora", "search_s")),
+    ("train@full", ("metrics/train_full.json", "full", "train_s")),
+    ("train@lora", ("metrics/train_lora.json", "lora", "train_s")),
+    ("evaluate@base", None), ("evaluate@full", None), ("evaluate@lora", None),
+    ("interpolate@full", None), ("interpolate@lora", None),
+    ("export@full", None), ("export@lora", None), ("report", None),
+)
+# What `dvc exp run -S train.lora.r=16` reruns: every stage downstream of a LoRA param.
+LORA_EXPERIMENT = ("tune@lora", "train@lora", "evaluate@lora", "interpolate@lora", "export@lora", "report")
+
+# Fixed costs measured alone, in a fresh process each (python -c); {clone} is the clone's folder.
+FIXED = {
+    "python + import pairtune.params (generate, prepare, report's loader)": "import pairtune.params",
+    "import what the report stage imports": "import pairtune.report, matplotlib.pyplot, jinja2",
+    "import torch": "import torch",
+    "import sentence_transformers (every stage that embeds or trains)": "import sentence_transformers",
+    "load models/lora through the guard (imports included)":
+        "from pairtune import models; models.load_model('{clone}/models/lora', 'cpu')",
+}
+
+
+def _clone(tmp: Path, label: str, rev: str) -> Path:
+    """A clone of this repository at `rev` with its pipeline outputs checked out of this checkout's cache."""
+    dst = tmp / label
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(dst)], check=True)
+    subprocess.run(["git", "checkout", "-q", rev], cwd=dst, check=True)
+    subprocess.run(["dvc", "cache", "dir", "--local", str(ROOT / ".dvc" / "cache")], cwd=dst, env=_env(dst),
+                   check=True, capture_output=True)
+    subprocess.run(["dvc", "checkout", "-q"], cwd=dst, env=_env(dst), check=True, capture_output=True)
+    status = subprocess.run(["dvc", "status", "-q"], cwd=dst, env=_env(dst), capture_output=True, text=True)
+    if status.returncode:
+        raise SystemExit(f"{rev}: its pipeline is not in {ROOT}/.dvc/cache (run `make repro` at that commit):\n"
+                         + subprocess.run(["dvc", "status"], cwd=dst, env=_env(dst), capture_output=True,
+                                          text=True).stdout[-2000:])
+    return dst
+
+
+def _stage(clone: Path, stage: str, training: tuple[str, str, str] | None) -> dict[str, float]:
+    """Wall seconds of `dvc repro -f -s stage` in `clone`, and those seconds less the stage's own training."""
+    start = time.perf_counter()
+    proc = subprocess.run(["dvc", "repro", "--force", "--single-item", "-q", stage], cwd=clone, env=_env(clone),
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"{clone.name}: dvc repro -f -s {stage} failed:\n{proc.stderr[-3000:]}")
+    trained = 0.0
+    if training:
+        path, key, field = training
+        trained = float(json.loads((clone / path).read_text())[key][field])
+    return {"wall_s": wall, "training_s": trained, "other_s": wall - trained}
+
+
+def _fixed(clone: Path, code: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code.format(clone=clone)], cwd=clone, env=_env(clone), check=True,
+                   capture_output=True)
+    return time.perf_counter() - start
+
+
+def _score(clone: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pairtune.cli", "score", "models/export/lora", "I love hiking",
+                    "Weekends are for the mountains"], cwd=clone, env=_env(clone), check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def _median(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+
+def summarise(stages: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The issue's targets from per-stage medians: a LoRA experiment's and a clean repro's non-training seconds
+    (training stages count their start-up, imports and saving, not their training or lr search)."""
+    other = {s: v["other_s"] for s, v in stages.items()}
+    return {"lora_experiment_other_s": sum(other[s] for s in LORA_EXPERIMENT if s in other),
+            "lora_experiment_training_s": sum(stages[s]["training_s"] for s in LORA_EXPERIMENT if s in stages),
+            "clean_repro_other_s": sum(other.values()),
+            "clean_repro_training_s": sum(v["training_s"] for v in stages.values())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", help="commit to compare with (its outputs must be in this checkout's cache)")
+    ap.add_argument("--after", default="HEAD")
+    ap.add_argument("--runs", type=int, default=2, help="rounds of every non-training stage (medians)")
+    ap.add_argument("--train-runs", type=int, default=1, help="rounds of the tune and train stages (they retrain)")
+    ap.add_argument("--stages", default=",".join(s for s, _ in STAGES), help="comma-separated subset")
+    ap.add_argument("--isa", choices=sorted(ISA_ENV), default=None,
+                    help="run as on a CPU without native bf16: cap oneDNN, ATen and MKL at AVX2")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "turnaround.json"))
+    args = ap.parse_args()
+    _ISA.update(ISA_ENV.get(args.isa, {}))
+    mach = machine_info()
+    print(f"machine: {mach['machine']}" + (f" (restricted: {args.isa})" if args.isa else ""), flush=True)
+    wanted = [(s, t) for s, t in STAGES if s in args.stages.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        sides = {"after": _clone(Path(tmp), "after", args.after)}
+        if args.before:
+            sides = {"before": _clone(Path(tmp), "before", args.before), **sides}
+        raw: dict[str, dict[str, list[dict[str, float]]]] = {side: {s: [] for s, _ in wanted} for side in sides}
+        fixed: dict[str, dict[str, list[float]]] = {side: {k: [] for k in (*FIXED, "pairtune score")} for side in sides}
+        for r in range(args.runs):
+            order = list(sides) if r % 2 == 0 else list(reversed(sides))
+            for stage, training in wanted:
+                if training and r >= args.train_runs:
+                    continue
+                for side in order:
+                    raw[side][stage].append(_stage(sides[side], stage, training))
+                    print(f"run {r + 1}/{args.runs} {stage:17s} {side:6s} "
+                          f"{raw[side][stage][-1]['wall_s']:6.1f} s wall, "
+                          f"{raw[side][stage][-1]['other_s']:6.1f} s besides training", flush=True)
+            for side in order:
+                for name, code in FIXED.items():
+                    fixed[side][name].append(_fixed(sides[side], code))
+                fixed[side]["pairtune score"].append(_score(sides[side]))
+        revs = {side: subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=path, capture_output=True,
+                                     text=True, check=True).stdout.strip() for side, path in sides.items()}
+    results: dict[str, object] = {"date": date.today().isoformat(), "machine": mach, "runs": args.runs,
+                                  "train_runs": args.train_runs}
+    for side in sides:
+        stages = {s: _median(rows) for s, rows in raw[side].items()}
+        results[side] = {"commit": revs[side], "stages": stages, "totals": summarise(stages),
+                         "fixed_s": {k: statistics.median(v) for k, v in fixed[side].items()}, "raw": raw[side]}
+    everything = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {"machines": {}}
+    everything["machines"][_kind(mach, args.isa)] = results
+    Path(args.out).write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
+
+    print(f"\n{_kind(mach, args.isa)}: {mach['machine']}")
+    for stage, _ in wanted:
+        print(f"{stage:17s} " + "  ".join(f"{side} {results[side]['stages'][stage]['other_s']:6.1f} s"
+                                          for side in sides))
+    for key in ("lora_experiment_other_s", "clean_repro_other_s"):
+        print(f"{key:26s} " + "  ".join(f"{side} {results[side]['totals'][key]:6.1f} s" for side in sides))
+    for name in fixed[next(iter(sides))]:
+        print(f"{name[:60]:60s} " + "  ".join(f"{side} {results[side]['fixed_s'][name]:5.2f} s" for side in sides))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
