@@ -9,6 +9,7 @@ imports this module first (a script's own folder, stages/, is sys.path[0]); DDP 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,3 +18,10 @@ if "pairtune" in sys.modules and not str(Path(sys.modules["pairtune"].__file__ o
     raise ImportError(f"pairtune was imported from {sys.modules['pairtune'].__file__} before {SRC} could come first")
 if sys.path[:1] != [SRC]:
     sys.path.insert(0, SRC)
+
+# `python -m pairtune.warm dvc repro` (make repro, make exp): hand this stage to the warm server, which runs it
+# in a fork that has torch and sentence-transformers imported already; back here only if it cannot.
+if os.environ.get("PAIRTUNE_WARM") and not os.environ.get("PAIRTUNE_WARM_CHILD"):
+    from pairtune import warm
+
+    warm.delegate()

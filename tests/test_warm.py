@@ -1,0 +1,136 @@
+"""pairtune.warm: stages run in forks of one process that imported torch and sentence-transformers once.
+
+A real server (python -m pairtune.warm --serve) and real stage scripts in subprocesses; the DVC side (the
+wrapper around `dvc repro`, every stage warm, dvc.lock unchanged) is tests/test_pipeline.py's test_6.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+
+def _env(**extra: str) -> dict[str, str]:
+    # PYTEST_CURRENT_TEST changes from test to test: a server started by a fixture would differ from each test
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAIRTUNE_WARM", "PYTEST_CURRENT_TEST"))}
+    return {**env, "HF_HUB_OFFLINE": "1", **extra}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A warm server for this module's tests; yields the PAIRTUNE_WARM value naming it."""
+    tmp = tmp_path_factory.mktemp("warm")
+    path, log = tmp / "socket", tmp / "stages.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "pairtune.warm", "--serve", str(path), "--log", str(log)],
+                            env=_env(), start_new_session=True)
+    deadline = time.time() + 120
+    while not path.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert path.exists(), "the warm server did not start"
+    yield {"PAIRTUNE_WARM": f"{proc.pid}:{path}"}, log
+    proc.terminate()
+    proc.wait(30)
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _evaluate(root: Path, tag: str, env: dict[str, str], model: str = "models/lora") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "stages/evaluate.py"), "--model", model, "--data",
+                           "data/prepared", "--metrics", f"metrics/warm_{tag}.json", "--plots", f"plots/warm_{tag}"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _warm_runs(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_a_warm_stage_writes_the_bytes_a_cold_one_does(trained, server):
+    env, log = server
+    before = len(_warm_runs(log))
+    cold = _evaluate(trained, "cold", _env())
+    warm = _evaluate(trained, "warm", _env(**env))
+    assert cold.returncode == 0 and warm.returncode == 0, warm.stderr[-2000:]
+    runs = _warm_runs(log)[before:]
+    assert [Path(r["argv"][0]).name for r in runs] == ["evaluate.py"] and runs[0]["status"] == 0
+    assert _digests(trained / "plots/warm_warm") == _digests(trained / "plots/warm_cold")
+    assert (trained / "metrics/warm_warm.json").read_text() == (trained / "metrics/warm_cold.json").read_text()
+    assert "INFO pairtune.models: loaded lora model" in warm.stderr  # the fork's stderr is the stage's
+
+
+def test_bad_input_fails_warm_as_it_does_cold(trained, server):
+    env, _ = server
+    proc = _evaluate(trained, "bad", _env(**env), model="models/nope")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: models/nope/pairtune.json: missing")
+    assert not (trained / "metrics/warm_bad.json").exists() and not (trained / "plots/warm_bad").exists()
+
+
+def test_a_different_environment_runs_cold_and_says_why(trained, server):
+    """Libraries read settings at import (thread counts, ISA caps): a stage that asks for other ones must not
+    run in a process that imported them under the server's."""
+    env, log = server
+    before = len(_warm_runs(log))
+    proc = _evaluate(trained, "otherenv", _env(**env, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0
+    assert "differs from the warm server's (OMP_NUM_THREADS): running it cold" in proc.stderr
+    assert len(_warm_runs(log)) == before
+
+
+def test_no_server_means_cold_at_once(trained):
+    start = time.perf_counter()
+    proc = _evaluate(trained, "noserver", _env(PAIRTUNE_WARM="999999999:/nonexistent/socket"))
+    assert proc.returncode == 0 and "pairtune.warm" not in proc.stderr
+    assert (trained / "metrics/warm_noserver.json").exists()
+    assert time.perf_counter() - start < 120  # no wait for a server that is not there (a cold stage: seconds)
+
+
+SLOW = """
+import _checkout  # noqa: F401
+import os, sys, time
+from pathlib import Path
+Path(sys.argv[1]).write_text(str(os.getpid()))
+time.sleep(20)
+Path(sys.argv[2]).write_text("written after its stage was killed")
+"""
+
+
+def test_killing_a_stage_kills_its_fork(tmp_path, server):
+    """SIGKILL cannot be forwarded: the server sees the stage's process go and kills the fork, so nothing
+    writes a stage's outputs after DVC gave up on it."""
+    env, _ = server
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages/_checkout.py").write_text((ROOT / "stages/_checkout.py").read_text())
+    (tmp_path / "src").symlink_to(ROOT / "src")
+    (tmp_path / "stages/slow.py").write_text(SLOW)
+    pid_file, late = tmp_path / "pid", tmp_path / "late"
+    client = subprocess.Popen([sys.executable, str(tmp_path / "stages/slow.py"), str(pid_file), str(late)],
+                              env=_env(**env), start_new_session=True)
+    deadline = time.time() + 60
+    while not pid_file.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    fork = int(pid_file.read_text())
+    assert fork != client.pid  # it ran in the server's fork, not in the process DVC started
+    os.killpg(client.pid, signal.SIGKILL)
+    client.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(fork, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"fork {fork} outlived its stage")
+    assert not late.exists()
