@@ -2,12 +2,14 @@
 
 Clones this repository at --before (optional) and at HEAD, checks each clone's pipeline outputs out of this
 checkout's DVC cache (so run `make repro` at both commits first), then forces each stage alone with
-`dvc repro --force --single-item` (DVC's own start-up included), alternating the clones, --runs rounds.
-The training stages' own seconds (train_s, search_s in their metrics) are subtracted: what is left is
-process start, imports, model loading and saving. Also times the fixed costs on their own (importing what a
-stage imports, loading a model) and `pairtune score` on an export folder.
+`dvc repro --force --single-item` (DVC's own start-up included), alternating: "before" and "after" run cold
+(each stage its own process, as plain `dvc repro`), "warm" runs HEAD's stages through a pairtune.warm server
+(as `make repro` / `make exp`). --runs rounds, medians. The training stages' own seconds (train_s, search_s in
+their metrics) are subtracted: what is left is process start, imports, model loading and saving. Also times
+the fixed costs on their own (importing what a stage imports, loading a model), `pairtune score` on an export
+folder and, with --exp, one real `dvc exp run -S train.lora.r=N` per side (a new N each: no run-cache hit).
 Writes bench/turnaround.json, one section per machine kind (`--isa avx2`: as on a CPU without AVX-512).
-Run: python bench/turnaround.py --before REV [--runs 2] [--isa avx2]
+Run: python bench/turnaround.py --before REV [--runs 2] [--isa avx2] [--exp]
 """
 
 from __future__ import annotations
@@ -66,11 +68,24 @@ def _clone(tmp: Path, label: str, rev: str) -> Path:
     return dst
 
 
-def _stage(clone: Path, stage: str, training: tuple[str, str, str] | None) -> dict[str, float]:
+def _server(clone: Path, tmp: Path) -> tuple[subprocess.Popen, dict[str, str]]:
+    """A pairtune.warm server for `clone` (its environment: the clone's src first), and the variable naming it."""
+    path = tmp / "warm.socket"
+    proc = subprocess.Popen([sys.executable, "-m", "pairtune.warm", "--serve", str(path), "--log",
+                             str(tmp / "warm.jsonl")], cwd=clone, env=_env(clone), start_new_session=True)
+    while not path.exists():
+        if proc.poll() is not None:
+            raise SystemExit("the pairtune.warm server did not start")
+        time.sleep(0.1)
+    return proc, {"PAIRTUNE_WARM": f"{proc.pid}:{path}"}
+
+
+def _stage(clone: Path, stage: str, training: tuple[str, str, str] | None,
+           extra: dict[str, str] | None = None) -> dict[str, float]:
     """Wall seconds of `dvc repro -f -s stage` in `clone`, and those seconds less the stage's own training."""
     start = time.perf_counter()
-    proc = subprocess.run(["dvc", "repro", "--force", "--single-item", "-q", stage], cwd=clone, env=_env(clone),
-                          capture_output=True, text=True)
+    proc = subprocess.run(["dvc", "repro", "--force", "--single-item", "-q", stage], cwd=clone,
+                          env={**_env(clone), **(extra or {})}, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"{clone.name}: dvc repro -f -s {stage} failed:\n{proc.stderr[-3000:]}")
@@ -79,6 +94,23 @@ def _stage(clone: Path, stage: str, training: tuple[str, str, str] | None) -> di
         path, key, field = training
         trained = float(json.loads((clone / path).read_text())[key][field])
     return {"wall_s": wall, "training_s": trained, "other_s": wall - trained}
+
+
+def _experiment(clone: Path, r: int, warm: bool) -> dict[str, float]:
+    """One `dvc exp run -S train.lora.r=<r>` (warm: through `python -m pairtune.warm`, server start included),
+    then the workspace put back. Training = the tune search plus the training, from the run's own metrics."""
+    cmd = ["dvc", "exp", "run", "-S", f"train.lora.r={r}"]
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pairtune.warm", *cmd] if warm else cmd, cwd=clone,
+                          env=_env(clone), capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"{clone.name}: {' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    trained = sum(float(json.loads((clone / path).read_text())["lora"][key])
+                  for path, key in (("metrics/tune_lora.json", "search_s"), ("metrics/train_lora.json", "train_s")))
+    subprocess.run(["git", "checkout", "-q", "--", "."], cwd=clone, check=True)
+    subprocess.run(["dvc", "checkout", "-q", "--force"], cwd=clone, env=_env(clone), check=True, capture_output=True)
+    return {"wall_s": wall, "training_s": trained, "other_s": wall - trained, "r": r}
 
 
 def _fixed(clone: Path, code: str) -> float:
@@ -118,6 +150,8 @@ def main() -> None:
     ap.add_argument("--stages", default=",".join(s for s, _ in STAGES), help="comma-separated subset")
     ap.add_argument("--isa", choices=sorted(ISA_ENV), default=None,
                     help="run as on a CPU without native bf16: cap oneDNN, ATen and MKL at AVX2")
+    ap.add_argument("--exp", action="store_true", help="also one real `dvc exp run` per side (minutes each)")
+    ap.add_argument("--no-warm", action="store_true", help="do not time HEAD's stages through pairtune.warm")
     ap.add_argument("--out", default=str(ROOT / "bench" / "turnaround.json"))
     args = ap.parse_args()
     _ISA.update(ISA_ENV.get(args.isa, {}))
@@ -125,33 +159,52 @@ def main() -> None:
     print(f"machine: {mach['machine']}" + (f" (restricted: {args.isa})" if args.isa else ""), flush=True)
     wanted = [(s, t) for s, t in STAGES if s in args.stages.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        sides = {"after": _clone(Path(tmp), "after", args.after)}
+        clones = {"after": _clone(Path(tmp), "after", args.after)}
         if args.before:
-            sides = {"before": _clone(Path(tmp), "before", args.before), **sides}
+            clones = {"before": _clone(Path(tmp), "before", args.before), **clones}
+        sides = dict(clones)
+        envs: dict[str, dict[str, str]] = {side: {} for side in clones}
+        server = None
+        if not args.no_warm:
+            server, envs["warm"] = _server(clones["after"], Path(tmp))
+            sides["warm"] = clones["after"]
         raw: dict[str, dict[str, list[dict[str, float]]]] = {side: {s: [] for s, _ in wanted} for side in sides}
-        fixed: dict[str, dict[str, list[float]]] = {side: {k: [] for k in (*FIXED, "pairtune score")} for side in sides}
-        for r in range(args.runs):
-            order = list(sides) if r % 2 == 0 else list(reversed(sides))
-            for stage, training in wanted:
-                if training and r >= args.train_runs:
-                    continue
-                for side in order:
-                    raw[side][stage].append(_stage(sides[side], stage, training))
-                    print(f"run {r + 1}/{args.runs} {stage:17s} {side:6s} "
-                          f"{raw[side][stage][-1]['wall_s']:6.1f} s wall, "
-                          f"{raw[side][stage][-1]['other_s']:6.1f} s besides training", flush=True)
-            for side in order:
-                for name, code in FIXED.items():
-                    fixed[side][name].append(_fixed(sides[side], code))
-                fixed[side]["pairtune score"].append(_score(sides[side]))
+        fixed: dict[str, dict[str, list[float]]] = {side: {k: [] for k in (*FIXED, "pairtune score")} for side in clones}
+        try:
+            for r in range(args.runs):
+                order = list(sides) if r % 2 == 0 else list(reversed(sides))
+                for stage, training in wanted:
+                    if training and r >= args.train_runs:
+                        continue
+                    for side in order:
+                        raw[side][stage].append(_stage(sides[side], stage, training, envs[side]))
+                        print(f"run {r + 1}/{args.runs} {stage:17s} {side:6s} "
+                              f"{raw[side][stage][-1]['wall_s']:6.1f} s wall, "
+                              f"{raw[side][stage][-1]['other_s']:6.1f} s besides training", flush=True)
+                for side in [s for s in order if s in clones]:
+                    for name, code in FIXED.items():
+                        fixed[side][name].append(_fixed(clones[side], code))
+                    fixed[side]["pairtune score"].append(_score(clones[side]))
+            experiments = {}
+            if args.exp:
+                first = 16 + (10 if args.isa else 0)  # a new r each (and per --isa): the run-cache has none of them
+                for i, side in enumerate(sides):
+                    experiments[side] = _experiment(sides[side], first + i, warm=side == "warm")
+                    print(f"dvc exp run -S train.lora.r={first + i} {side:6s} {experiments[side]['wall_s']:6.1f} s "
+                          f"wall, {experiments[side]['other_s']:6.1f} s besides training", flush=True)
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait()
         revs = {side: subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=path, capture_output=True,
                                      text=True, check=True).stdout.strip() for side, path in sides.items()}
     results: dict[str, object] = {"date": date.today().isoformat(), "machine": mach, "runs": args.runs,
                                   "train_runs": args.train_runs}
     for side in sides:
         stages = {s: _median(rows) for s, rows in raw[side].items()}
-        results[side] = {"commit": revs[side], "stages": stages, "totals": summarise(stages),
-                         "fixed_s": {k: statistics.median(v) for k, v in fixed[side].items()}, "raw": raw[side]}
+        results[side] = {"commit": revs[side], "stages": stages, "totals": summarise(stages), "raw": raw[side],
+                         "fixed_s": {k: statistics.median(v) for k, v in fixed[side].items()} if side in clones
+                         else {}, **({"experiment": experiments[side]} if side in experiments else {})}
     everything = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {"machines": {}}
     everything["machines"][_kind(mach, args.isa)] = results
     Path(args.out).write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
@@ -162,8 +215,11 @@ def main() -> None:
                                           for side in sides))
     for key in ("lora_experiment_other_s", "clean_repro_other_s"):
         print(f"{key:26s} " + "  ".join(f"{side} {results[side]['totals'][key]:6.1f} s" for side in sides))
-    for name in fixed[next(iter(sides))]:
-        print(f"{name[:60]:60s} " + "  ".join(f"{side} {results[side]['fixed_s'][name]:5.2f} s" for side in sides))
+    for name in fixed[next(iter(clones))]:
+        print(f"{name[:60]:60s} " + "  ".join(f"{side} {results[side]['fixed_s'][name]:5.2f} s" for side in clones))
+    for side in experiments:
+        e = experiments[side]
+        print(f"dvc exp run -S train.lora.r={e['r']} {side:6s}: {e['wall_s']:.1f} s, {e['other_s']:.1f} s besides training")
     print(f"wrote {args.out}")
 
 
