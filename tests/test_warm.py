@@ -134,3 +134,17 @@ def test_killing_a_stage_kills_its_fork(tmp_path, server):
     else:
         pytest.fail(f"fork {fork} outlived its stage")
     assert not late.exists()
+
+
+def test_another_python_runs_cold(trained, server, tmp_path):
+    """A stage whose `python` is another interpreter or venv has other packages: it must not run in the
+    server's. A venv without pairtune's stack: the stage hands over, is refused, and fails on its own imports."""
+    env, log = server
+    before = len(_warm_runs(log))
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
+    proc = subprocess.run([str(tmp_path / "venv/bin/python"), str(ROOT / "stages/evaluate.py"), "--model",
+                           "models/lora", "--data", "data/prepared", "--metrics", "metrics/warm_venv.json",
+                           "--plots", "plots/warm_venv"], cwd=trained, env=_env(**env), capture_output=True,
+                          text=True, timeout=120)
+    assert f"differs from the warm server's (the Python: {tmp_path / 'venv'} (Python" in proc.stderr
+    assert proc.returncode != 0 and len(_warm_runs(log)) == before

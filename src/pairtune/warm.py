@@ -46,6 +46,12 @@ WAIT_S = 120.0  # how long a stage waits for the server to finish importing (it 
 _INT = struct.Struct("!i")
 
 
+def _interpreter() -> str:
+    """Which Python runs: a stage whose `python` is another interpreter or venv (other packages) must not run
+    here. sys.prefix, not the executable: a venv's python links to its base interpreter."""
+    return f"{sys.prefix} (Python {sys.version.split()[0]})"
+
+
 def _stable(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in VOLATILE and not k.startswith("DVC_")}
 
@@ -99,7 +105,7 @@ def delegate() -> None:
             time.sleep(0.05)
     try:
         _send(conn, {"argv": [str(Path(sys.argv[0]).resolve()), *sys.argv[1:]], "cwd": os.getcwd(),
-                     "env": dict(os.environ)}, [0, 1, 2])
+                     "env": dict(os.environ), "python": _interpreter()}, [0, 1, 2])
         child = _recv_int(conn)
     except OSError:
         child = None
@@ -182,8 +188,9 @@ def _accept(server: socket.socket, own: dict[str, str], added: dict[str, str], p
             conn.close()
             continue
         theirs = _stable(req["env"])  # type: ignore[arg-type]
-        if theirs != own:
+        if theirs != own or req.get("python") != _interpreter():
             differ = sorted(k for k in {*own, *theirs} if own.get(k) != theirs.get(k))
+            differ += [] if req.get("python") == _interpreter() else [f"the Python: {req.get('python')}"]
             conn.sendall(_INT.pack(0) + ", ".join(differ).encode())
             conn.close()
             for fd in fds:
