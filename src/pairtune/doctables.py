@@ -378,6 +378,51 @@ def families_cost(read: Read) -> str:
         f"\n{b['machine']}; {b['steps']} steps a run, {b['runs']} runs alternating, medians.\n"
 
 
+TURN_SIDES = (("before", "before"), ("after", "after cold"), ("warm", "after warm"))
+
+
+def _turn_kinds(read: Read) -> list[tuple[str, dict]]:
+    return list(read("bench/turnaround.json")["machines"].items())
+
+
+def turnaround(read: Read) -> str:
+    """bench/turnaround.json: each stage's seconds besides training, before / after / after warm, per machine."""
+    kinds = _turn_kinds(read)
+    first = kinds[0][1]
+    header = ["stage"] + [f"{kind}: {' / '.join(label for side, label in TURN_SIDES if side in m)}"
+                          for kind, m in kinds]
+    rows = []
+    measured = first["after"]["stages"]
+    known = [s for s in measured if s.split("@")[0] in STAGE_ORDER]
+    for stage in sorted(known, key=lambda s: STAGE_ORDER.index(s.split("@")[0])) + [s for s in measured
+                                                                                    if s not in known]:
+        rows.append([f"`{stage}`"] + [" / ".join(f"{m[side]['stages'][stage]['other_s']:.1f}" for side, _ in TURN_SIDES
+                                                 if side in m) for _, m in kinds])
+    for key, label in (("lora_experiment_other_s", "**a LoRA experiment** (tune@lora ... report)"),
+                       ("clean_repro_other_s", "**a clean repro** (every stage)")):
+        rows.append([label] + [" / ".join(f"**{m[side]['totals'][key]:.1f}**" for side, _ in TURN_SIDES if side in m)
+                               for _, m in kinds])
+    notes = "\n".join(f"- `{kind}`: {_machine_line(m)}; " + ", ".join(
+        f"{side} = {m[side]['commit']}" for side, _ in TURN_SIDES if side in m and side != "warm")
+        + f"; {m['runs']} run(s) a stage (tune and train: {m['train_runs']}), medians; {m['date']}" for kind, m in kinds)
+    return _table(header, rows) + "\n" + notes + "\n"
+
+
+def turnaround_fixed(read: Read) -> str:
+    """bench/turnaround.json: the fixed costs alone, `pairtune score`, and whole `dvc exp run`s, per machine."""
+    rows = []
+    for kind, m in _turn_kinds(read):
+        for name in m["after"]["fixed_s"]:
+            rows.append([kind, name] + [f"{m[side]['fixed_s'][name]:.2f} s" if m[side].get("fixed_s") else "-"
+                                        for side in ("before", "after") if side in m])
+        for side, label in TURN_SIDES:
+            if "experiment" in m.get(side, {}):
+                e = m[side]["experiment"]
+                rows.append([kind, f"`dvc exp run -S train.lora.r={e['r']}`, {label}: wall / training",
+                             f"{e['wall_s']:.1f} s / {e['training_s']:.1f} s", f"**{e['other_s']:.1f} s** besides"])
+    return _table(["machine kind", "what", "before", "after"], rows)
+
+
 # ---------------------------------------------------------------- params reference (params.yaml and its comments)
 
 KEY = re.compile(r"^(?P<indent> *)(?P<key>[\w]+):(?P<value>[^#]*?)\s*(?:#\s?(?P<comment>.*))?$")
@@ -439,6 +484,7 @@ TABLES: dict[str, Callable[[Read], str]] = {
     "interpolation-choice": interpolation_choice, "exports": exports, "lr-check": lr_check, "quant": quant,
     "bench": bench, "bench-pipeline": bench_pipeline, "inference": inference, "ddp": ddp, "scale": scale,
     "ablation": ablation, "families-cost": families_cost, "params": params_reference,
+    "turnaround": turnaround, "turnaround-fixed": turnaround_fixed,
 }
 
 
