@@ -106,6 +106,29 @@ def test_onnx_fp32_matches_the_pipeline_model(exported, mode):
     assert 0 < np.max(np.abs(int8 - stored)) < 0.5  # quantised: close, not equal
 
 
+def test_onnx_embeddings_do_not_depend_on_their_batch(exported):
+    """ONNX fp32 in batches of one token length: a text's row is the same bits alone, in a sample or in the
+    whole set. Dynamic int8 takes its activation range from the whole input, so its graph runs a text at a
+    time (per_text) and is invariant too; batched, the same int8 graph is not (the control)."""
+    import random
+
+    folder = exported / "models/export/full"
+    texts = sorted(json.loads((folder / models.PROBE_TEXTS).read_text()) + ["one text of a length of its own " * 3])
+    cases = [([texts[0]], 64), (texts[::-1], 2), (random.Random(0).sample(texts, 7), 3)]
+    for file in (export.ONNX_FP32, export.ONNX_INT8):
+        enc = export.OnnxEncoder.load(folder, file)
+        assert enc.per_text == (file == export.ONNX_INT8 and "dynamic" in
+                                json.loads((folder / models.MANIFEST).read_text())["int8_method"])
+        whole = dict(zip(texts, enc.encode(texts), strict=True))
+        for subset, bs in cases:
+            assert np.array_equal(enc.encode(subset, bs), np.stack([whole[t] for t in subset])), (file, bs)
+    enc = export.OnnxEncoder.load(folder, export.ONNX_INT8)
+    if enc.per_text:
+        enc.per_text = False
+        batched = dict(zip(texts, enc.encode(texts), strict=True))
+        assert not all(np.array_equal(enc.encode([t, t])[0], batched[t]) for t in texts)
+
+
 def test_onnx_carries_no_stack_traces_or_paths(exported):
     """The exporter's per-node stack traces named this checkout's absolute paths and export.py's line numbers:
     the same graph hashed differently in another clone (#23). They are stripped."""

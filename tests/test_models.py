@@ -363,3 +363,43 @@ def test_saved_folder_does_not_depend_on_hf_hub_offline(tiny_model_dir, tmp_path
     cfg = json.loads((tmp_path / "ours/tokenizer_config.json").read_text())
     assert "local_files_only" not in cfg and cfg["do_lower_case"] is not None
     models.load_st(str(tmp_path / "ours"), "cpu")  # still loads
+
+
+# --- a text's embedding does not depend on its batch company (#33) -----------------------------------------------
+
+def _company_cases(texts):
+    """(subset, batch size) pairs: alone, with one other, random samples, the whole set, odd batch sizes."""
+    import random
+
+    rng = random.Random(0)
+    return [([texts[0]], 64), (texts[:2], 64), (texts[::-1], 2), (texts, 3)] + [
+        (rng.sample(texts, k), bs) for k, bs in ((5, 64), (17, 4), (len(texts) // 2, 7))]
+
+
+def _varied_texts(root):
+    """Dev and eval texts of many token lengths, plus copies at lengths of which only one text exists."""
+    rows = [json.loads(line) for name in ("dev", "eval") for line in
+            (root / f"data/prepared/{name}.jsonl").read_text().splitlines()]
+    return sorted({t for r in rows for t in (r["text_1"], r["text_2"])} | {"a lone text of its own length " * 5})
+
+
+def test_an_embedding_does_not_depend_on_its_batch(trained):
+    """Bit for bit: the same text gives the same float32 row alone, in a sample, in the whole set, at any batch
+    size. Padded batches (SentenceTransformer.encode's) fail this: the control below shows they do on this
+    model, so the check is live on the CPU kind it runs on."""
+    model = models.load_model(trained / "models/full")
+    texts = _varied_texts(trained)
+    whole = dict(zip(texts, models.embed(model, texts), strict=True))
+    for subset, bs in _company_cases(texts):
+        got = models.embed(model, subset, bs)
+        assert np.array_equal(got, np.stack([whole[t] for t in subset])), (len(subset), bs)
+    padded = lambda ts: model.encode(ts, batch_size=64, normalize_embeddings=True)  # noqa: E731
+    assert not np.array_equal(padded(texts[:1])[0], padded(texts)[0])
+
+
+def test_length_batches_never_leave_a_text_alone():
+    got = models.length_batches([3, 3, 3, 5, 4, 4, 4, 4, 4], 4)
+    assert got == [[3], [4, 5, 6], [7, 8], [0, 1, 2]]
+    assert models.length_batches([7], 64) == [[0]]  # a lone text (embed runs it twice over, as a batch of 2)
+    with pytest.raises(models.PairtuneError, match="at least 2"):
+        models.length_batches([1, 2], 1)

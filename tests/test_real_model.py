@@ -37,6 +37,24 @@ def test_generated_eval_split_inverts_the_base_model(base):
     assert auc(s, y) < 0.5
 
 
+def test_an_embedding_does_not_depend_on_its_batch_on_the_real_model(base):
+    """The packaged model, on demo and general texts: the same bits alone, in a sample, reversed, at any batch
+    size. Measured: padded batches (SentenceTransformer.encode) differ here by ~1e-7 (the control)."""
+    import random
+
+    shipped = params.load(ROOT / "params.yaml")
+    g = shipped.generate
+    dev = generate(shipped.seed, {"train": 0, "dev": g.n_dev, "eval": 0}, g.difficulty)["dev"]
+    general = [line.split("\t")[0] for line in (ROOT / shipped.general.path).read_text().splitlines()[1:]]
+    texts = sorted(set(unique_texts(dev)) | set(general))
+    whole = dict(zip(texts, models.embed(base, texts), strict=True))
+    rng = random.Random(0)
+    for subset, bs in [(texts[:1], 64), (texts[::-1], 2), (rng.sample(texts, 50), 7), (rng.sample(texts, 300), 64)]:
+        assert np.array_equal(models.embed(base, subset, bs), np.stack([whole[t] for t in subset])), bs
+    padded = base.encode(texts, batch_size=64, normalize_embeddings=True)
+    assert not np.array_equal(padded, np.stack([whole[t] for t in texts]))
+
+
 def test_packed_forward_gives_stock_embeddings_on_the_real_model(base):
     """The training fast path on all-MiniLM-L6-v2: its own start-up check passes, and a 32-text batch of
     generated statements (as a training step sees them) embeds the same packed as padded."""

@@ -11,9 +11,11 @@ one edit, and importing pairtune does not pay their start-up cost.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,14 +90,77 @@ def load_base(source: str, device: str) -> SentenceTransformer:
     return load_st(resolve_source(source), device)
 
 
+def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Index batches in which every text has the same token length, none of them a single text.
+
+    Why: a text's embedding must not depend on which other texts were encoded with it (a sample of a set
+    must score as the whole set does). Padding changes the length of every reduction (softmax, attention,
+    pooling), so SentenceTransformer.encode's padded batches move an embedding by ~1e-7 with its company;
+    with no padding (and eager attention, `eager_attention`) the kernels gave each row the same bits for any
+    batch of 2 or more rows, while a batch of one takes another path (~1e-7 off). Measured on both CPU kinds,
+    AVX-512 and AVX2-capped; tests/test_models.py and test_export.py check it bit for bit on every run. So a
+    lone text of its length is encoded twice over, in a batch of 2.
+    """
+    if batch_size < 2:
+        raise PairtuneError(f"batch size must be at least 2, got {batch_size}")
+    groups: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        groups.setdefault(n, []).append(i)
+    batches = []
+    for n in sorted(groups, reverse=True):  # longest first, as encode does: a memory error shows at once
+        idx = groups[n]
+        cut = list(range(0, len(idx), batch_size))
+        if len(idx) > 1 and len(idx) - cut[-1] == 1:
+            cut[-1] -= 1  # the last batch would hold one text: give it its predecessor's last
+        batches += [idx[a:b] for a, b in zip(cut, [*cut[1:], len(idx)], strict=True)]
+    return batches
+
+
+def token_lengths(model: SentenceTransformer, texts: list[str]) -> list[int]:
+    """How many tokens `model` feeds itself for each text (after its truncation)."""
+    limit = model.max_seq_length
+    kwargs = {"truncation": True, "max_length": limit} if limit else {}
+    return [len(ids) for ids in model.tokenizer(texts, **kwargs)["input_ids"]]
+
+
+@contextlib.contextmanager
+def eager_attention(model: SentenceTransformer) -> Iterator[None]:
+    """Run `model` with transformers' eager attention, then restore what it had.
+
+    Why: torch's fused CPU attention (SDPA) splits its work by the batch's shape, so on some models (the
+    tests' tiny BERT, AVX2 kernels) a row's bits depend on the batch size; eager attention is plain matmuls
+    and a softmax, which gave every row the same bits at any batch size on both CPU kinds (~5% slower to
+    encode than SDPA on the packaged model, measured on the demo's dev+eval+general texts).
+    """
+    inner = getattr(model[0], "model", None)
+    config = getattr(inner, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    switch = before not in (None, "eager") and hasattr(inner, "set_attn_implementation")
+    if switch:
+        inner.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if switch:
+            inner.set_attn_implementation(before)
+
+
 def embed(model: SentenceTransformer, texts: list[str], batch_size: int = 64) -> np.ndarray:
-    """L2-normalised float32 embeddings, one row a text."""
+    """L2-normalised float32 embeddings, one row a text, each independent of the others: batches of one token
+    length (`length_batches`) through eager attention (`eager_attention`)."""
     import torch
 
-    with torch.inference_mode():
-        out = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                           show_progress_bar=False)
-    return np.asarray(out, dtype=np.float32)
+    if not texts:
+        return np.zeros((0, model.get_embedding_dimension() or 0), dtype=np.float32)
+    rows: list[np.ndarray] = [np.empty(0)] * len(texts)
+    with torch.inference_mode(), eager_attention(model):
+        for idx in length_batches(token_lengths(model, texts), max(batch_size, 2)):
+            batch = [texts[i] for i in idx] * (2 if len(idx) == 1 else 1)
+            emb = model.encode(batch, batch_size=len(batch), convert_to_numpy=True, normalize_embeddings=True,
+                               show_progress_bar=False)
+            for i, row in zip(idx, emb, strict=False):
+                rows[i] = row
+    return np.stack(rows).astype(np.float32, copy=False)
 
 
 def embed_probe(model: SentenceTransformer, texts: list[str]) -> np.ndarray:
