@@ -21,14 +21,18 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# pairtune.warm: one process imports torch and sentence-transformers once and each stage runs in a fork of it
-# (~6 s less per stage that embeds or trains; outputs byte-identical). Plain `dvc repro` works too, cold.
+# Plain `dvc repro`. WARM=1 runs it through pairtune.warm (opt-in): one process imports torch and
+# sentence-transformers once and each stage runs in a fork of it (~6 s less per stage that embeds or trains;
+# outputs byte-identical). Linux only, and a fork inherits the native threads the imports started, so it is
+# not the default (docs/performance.md, "Warm stages").
+WARM ?=
+DVC := $(if $(filter 1,$(WARM)),$(BIN)/python -m pairtune.warm dvc,$(BIN)/dvc)
 repro: $(STAMP)
-	$(RUN) $(BIN)/python -m pairtune.warm dvc repro
+	$(RUN) $(DVC) repro
 
-# One experiment, warm: make exp EXP="-S train.lora.r=16" (any `dvc exp run` arguments).
+# One experiment: make exp EXP="-S train.lora.r=16" (any `dvc exp run` arguments); WARM=1 as above.
 exp: $(STAMP)
-	$(RUN) $(BIN)/python -m pairtune.warm dvc exp run $(EXP)
+	$(RUN) $(DVC) exp run $(EXP)
 
 # Two workers, one test file each at a time: the DVC pipeline tests are bound by single-threaded process
 # start-up (imports), so they overlap well with the rest on 2 cores (conftest puts them first).

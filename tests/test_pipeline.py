@@ -323,7 +323,7 @@ FORCED = ("generate", "prepare", "base", "train@full", "train@lora", "evaluate@b
 
 
 def test_6_determinism(repo, baseline):
-    """Rerun warm (`make repro`'s way: each stage in a fork of one process that imported torch once) against
+    """Rerun warm (`make repro WARM=1`'s way: each stage in a fork of one process that imported torch once) against
     the baseline built cold: the same bytes, so the warm path is tested through DVC here too."""
     proc = sh(repo, sys.executable, "-m", "pairtune.warm", "dvc", "repro", "--force", "--single-item", *FORCED)
     assert ran(proc) == set(FORCED)

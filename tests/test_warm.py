@@ -19,6 +19,8 @@ import pytest
 
 from conftest import ROOT
 
+from pairtune.warm import WAIT_S
+
 
 def _env(**extra: str) -> dict[str, str]:
     # PYTEST_CURRENT_TEST changes from test to test: a server started by a fixture would differ from each test
@@ -93,7 +95,15 @@ def test_no_server_means_cold_at_once(trained):
     proc = _evaluate(trained, "noserver", _env(PAIRTUNE_WARM="999999999:/nonexistent/socket"))
     assert proc.returncode == 0 and "pairtune.warm" not in proc.stderr
     assert (trained / "metrics/warm_noserver.json").exists()
-    assert time.perf_counter() - start < 120  # no wait for a server that is not there (a cold stage: seconds)
+    # no wait for a server that is not there: a cold stage takes seconds, the wait would be WAIT_S
+    assert time.perf_counter() - start < WAIT_S / 4
+
+
+def test_a_stale_setting_whose_pid_is_alive_runs_cold_at_once(trained):
+    """PAIRTUNE_WARM left in a shell after its server went: the pid may belong to another live process."""
+    start = time.perf_counter()
+    proc = _evaluate(trained, "stale", _env(PAIRTUNE_WARM=f"{os.getpid()}:/nonexistent/pairtune-warm/socket"))
+    assert proc.returncode == 0 and time.perf_counter() - start < WAIT_S / 4
 
 
 SLOW = """
@@ -148,3 +158,160 @@ def test_another_python_runs_cold(trained, server, tmp_path):
                           text=True, timeout=120)
     assert f"differs from the warm server's (the Python: {tmp_path / 'venv'} (Python" in proc.stderr
     assert proc.returncode != 0 and len(_warm_runs(log)) == before
+
+
+def _stage_dir(tmp_path: Path, name: str, code: str) -> Path:
+    """A stages/ folder with _checkout.py (which hands the stage to the server) and one script."""
+    (tmp_path / "stages").mkdir(exist_ok=True)
+    (tmp_path / "stages/_checkout.py").write_text((ROOT / "stages/_checkout.py").read_text())
+    if not (tmp_path / "src").exists():
+        (tmp_path / "src").symlink_to(ROOT / "src")
+    (tmp_path / "stages" / name).write_text(code)
+    return tmp_path / "stages" / name
+
+
+def _wait_for(path: Path, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while not path.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert path.exists(), f"{path} never appeared"
+
+
+def _gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _start_server(tmp: Path) -> tuple[subprocess.Popen, dict[str, str], Path]:
+    path, log = tmp / "socket", tmp / "stages.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "pairtune.warm", "--serve", str(path), "--log", str(log)],
+                            env=_env(), start_new_session=True)
+    _wait_for(path, 120)
+    return proc, {"PAIRTUNE_WARM": f"{proc.pid}:{path}"}, log
+
+
+def test_a_vanished_or_garbled_client_costs_only_itself(trained, server):
+    """A client that hangs up mid-handshake, or sends a request without its environment, is dropped; the
+    server keeps serving (it used to raise out of its accept loop and kill every running stage)."""
+    import socket
+
+    from pairtune import warm
+
+    env, log = server
+    path = env["PAIRTUNE_WARM"].partition(":")[2]
+    for payload in (b"\x00\x00\x10\x00{\"argv", None):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(path)
+        if payload is None:
+            warm._send(conn, {"argv": ["x"], "cwd": "/"}, [0, 1, 2])  # no "env": KeyError in the server
+            assert warm._recv_int(conn) is None  # dropped, not answered
+        else:
+            conn.sendall(payload)
+        conn.close()
+    before = len(_warm_runs(log))
+    proc = _evaluate(trained, "aftergarble", _env(**env))
+    assert proc.returncode == 0 and len(_warm_runs(log)) == before + 1
+
+
+def test_a_killed_server_takes_its_forks(tmp_path):
+    """SIGKILL to the server (no clean-up of its own can run): the kernel kills each fork (PDEATHSIG)."""
+    proc, env, _ = _start_server(tmp_path)
+    script = _stage_dir(tmp_path, "slow.py", SLOW)
+    pid_file, late = tmp_path / "pid", tmp_path / "late"
+    client = subprocess.Popen([sys.executable, str(script), str(pid_file), str(late)], env=_env(**env),
+                              start_new_session=True)
+    _wait_for(pid_file)
+    fork = int(pid_file.read_text())
+    assert fork != client.pid
+    proc.kill()
+    proc.wait()
+    assert _gone(fork), f"fork {fork} outlived its server"
+    client.wait(30)
+    assert not late.exists()
+
+
+CLEANUP = """
+import _checkout  # noqa: F401
+import atexit, os, sys, time
+from pathlib import Path
+atexit.register(lambda: Path(sys.argv[2]).write_text("atexit ran"))
+try:
+    Path(sys.argv[1]).write_text(str(os.getpid()))
+    time.sleep(0 if len(sys.argv) > 3 else 30)
+finally:
+    Path(sys.argv[1] + ".finally").write_text("finally ran")
+"""
+
+
+def test_ctrl_c_and_exit_run_a_warm_stage_s_clean_up(tmp_path, server):
+    """As in a cold stage: SIGINT raises KeyboardInterrupt in the fork (finally blocks run: atomic_dir's
+    clean-up), and atexit handlers run at exit."""
+    env, _ = server
+    script = _stage_dir(tmp_path, "cleanup.py", CLEANUP)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "quick"), str(tmp_path / "quick.atexit"),
+                           "now"], env=_env(**env), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int((tmp_path / "quick").read_text()) != 0 and (tmp_path / "quick.atexit").exists()
+    client = subprocess.Popen([sys.executable, str(script), str(tmp_path / "pid"), str(tmp_path / "atexit")],
+                              env=_env(**env), start_new_session=True, stderr=subprocess.PIPE, text=True)
+    _wait_for(tmp_path / "pid")
+    assert int((tmp_path / "pid").read_text()) != client.pid  # it runs in a fork
+    client.send_signal(signal.SIGINT)  # what DVC does to a stage on Ctrl-C
+    _, err = client.communicate(timeout=30)
+    assert client.returncode != 0 and "KeyboardInterrupt" in err
+    assert (tmp_path / "pid.finally").exists() and (tmp_path / "atexit").exists()
+
+
+INTERRUPTED = """
+import signal, sys, time
+from pathlib import Path
+def stop(*_):
+    time.sleep(1)  # bookkeeping longer than subprocess.call's 0.25 s grace before its SIGKILL
+    Path(sys.argv[1]).write_text("finished its interrupt handling")
+    sys.exit(130)
+signal.signal(signal.SIGINT, stop)
+Path(sys.argv[1] + ".started").write_text("")
+time.sleep(60)
+"""
+
+
+def test_ctrl_c_reaches_the_command_and_is_waited_for(tmp_path):
+    """Ctrl-C under `make repro`: the command (dvc) gets SIGINT and the wrapper waits for it to finish its own
+    interrupt handling, then exits with its status (it used to SIGKILL dvc 0.25 s later)."""
+    (tmp_path / "cmd.py").write_text(INTERRUPTED)
+    mark = tmp_path / "mark"
+    wrapper = subprocess.Popen([sys.executable, "-m", "pairtune.warm", sys.executable, str(tmp_path / "cmd.py"),
+                                str(mark)], env=_env(), start_new_session=True, stdin=subprocess.DEVNULL)
+    _wait_for(tmp_path / "mark.started", 120)
+    wrapper.send_signal(signal.SIGINT)  # to the wrapper alone: it sends it on
+    assert wrapper.wait(60) == 130
+    assert mark.read_text() == "finished its interrupt handling"
+
+
+def test_other_interpreter_flags_run_cold(tmp_path, server):
+    """A fork keeps the server's interpreter flags: a stage run as `python -W error ...` must run cold."""
+    env, log = server
+    script = _stage_dir(tmp_path, "flags.py", "import _checkout  # noqa: F401\nimport sys\nprint(sys.warnoptions)\n")
+    before = len(_warm_runs(log))
+    proc = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", str(script)], env=_env(**env),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "['error::DeprecationWarning']" in proc.stdout
+    assert "running it cold" in proc.stderr and "flags" in proc.stderr and len(_warm_runs(log)) == before
+
+
+def test_fork_is_refused_where_it_is_unsafe(monkeypatch):
+    """Checked before each fork, not assumed: another OS, a started thread pool."""
+    from pairtune import warm
+
+    monkeypatch.setattr(warm, "_BASELINE_THREADS", warm._native_threads())
+    assert warm._fork_unsafe() == ""
+    monkeypatch.setattr(warm, "_BASELINE_THREADS", warm._native_threads() - 1)
+    assert "thread pool" in warm._fork_unsafe()
+    monkeypatch.setattr(warm.sys, "platform", "darwin")
+    assert warm._fork_unsafe() == "fork is not safe on darwin"

@@ -48,8 +48,10 @@ _INT = struct.Struct("!i")
 
 def _interpreter() -> str:
     """Which Python runs: a stage whose `python` is another interpreter or venv (other packages) must not run
-    here. sys.prefix, not the executable: a venv's python links to its base interpreter."""
-    return f"{sys.prefix} (Python {sys.version.split()[0]})"
+    here. sys.prefix, not the executable: a venv's python links to its base interpreter. Its flags too
+    (-u, -O, -X ..., -W ...): a fork keeps the server's."""
+    flags = f"{tuple(sys.flags)} -X {sorted(sys._xoptions.items())} -W {sys.warnoptions}"  # noqa: SLF001
+    return f"{sys.prefix} (Python {sys.version.split()[0]}, flags {flags})"
 
 
 def _stable(env: dict[str, str]) -> dict[str, str]:
@@ -92,6 +94,8 @@ def delegate() -> None:
     if not spec or os.environ.get(CHILD):
         return
     pid_s, _, path = spec.partition(":")
+    if not os.path.isdir(os.path.dirname(path) or "."):
+        return  # a stale PAIRTUNE_WARM (its server's folder is gone): cold at once, not after WAIT_S
     deadline = time.monotonic() + WAIT_S
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     while True:
@@ -113,8 +117,7 @@ def delegate() -> None:
         differ = _read_rest(conn) if child == 0 else ""
         conn.close()
         if child == 0:
-            print(f"pairtune.warm: this stage's environment differs from the warm server's ({differ}): "
-                  "running it cold", file=sys.stderr, flush=True)
+            print(f"pairtune.warm: {differ}: running it cold", file=sys.stderr, flush=True)
         return
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda s, _f, c=child: _signal_group(c, s))  # DVC stopping the stage stops the fork
@@ -156,6 +159,8 @@ def serve(path: str, log: str) -> None:
             importlib.import_module(name)
         except ImportError:
             pass  # an optional package (onnx tools) not installed: the stage imports what it has
+    global _BASELINE_THREADS  # noqa: PLW0603 - measured once, after the imports, before any fork
+    _BASELINE_THREADS = _native_threads() if sys.platform == "linux" else 0
     # Variables the imports set for themselves (torch: CUDA_MODULE_LOADING, ...): a cold stage has them too.
     added = {k: v for k, v in os.environ.items() if k not in before}
     parent = os.getppid()
@@ -175,43 +180,91 @@ def serve(path: str, log: str) -> None:
 _CHILDREN: set[int] = set()
 
 
+def _fork_unsafe() -> str:
+    """Why forking this server now would be unsafe, or "" (checked before each fork, not assumed).
+
+    Linux only: macOS frameworks (Accelerate, Objective-C runtime) abort or deadlock in a forked child. No CUDA
+    context: a forked child cannot use its parent's. Native threads: the imports start a few (4 after
+    sentence-transformers, 5 after onnxruntime, measured on Linux), which a fork leaves behind; torch's
+    OpenMP pool is not among them as long as the server runs no torch op, which it never does: the check is
+    that no thread started since the imports.
+    """
+    if sys.platform != "linux":
+        return f"fork is not safe on {sys.platform}"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return "the warm server holds a CUDA context (a fork cannot use it)"
+    if _native_threads() > _BASELINE_THREADS:
+        return "the warm server has started a thread pool since its imports (a fork would inherit a broken one)"
+    return ""
+
+
+def _native_threads() -> int:
+    """Threads of this process that Python did not start (thread pools of native libraries)."""
+    return len(os.listdir("/proc/self/task")) - threading.active_count()
+
+
+_BASELINE_THREADS = 1 << 30  # set by serve() after its imports (what the imports started; no torch pool)
+
+
 def _accept(server: socket.socket, own: dict[str, str], added: dict[str, str], parent: int, log: str) -> None:
     while os.getppid() == parent:
         try:
             conn, _ = server.accept()
         except TimeoutError:
             continue
-        conn.settimeout(None)
         try:
-            req, fds = _recv(conn)
-        except (OSError, ValueError):
+            _serve_one(server, conn, own, added, log)
+        except (OSError, ValueError, KeyError, TypeError) as err:  # a client that vanished or sent nonsense
+            print(f"pairtune.warm: a stage's request failed ({err!r}): it runs cold or not at all",
+                  file=sys.stderr, flush=True)
             conn.close()
-            continue
+
+
+def _serve_one(server: socket.socket, conn: socket.socket, own: dict[str, str], added: dict[str, str], log: str) -> None:
+    """Answer one stage: refuse it (its environment differs) or fork it and report its status."""
+    conn.settimeout(None)
+    fds: list[int] = []
+    try:
+        req, fds = _recv(conn)
         theirs = _stable(req["env"])  # type: ignore[arg-type]
-        if theirs != own or req.get("python") != _interpreter():
-            differ = sorted(k for k in {*own, *theirs} if own.get(k) != theirs.get(k))
-            differ += [] if req.get("python") == _interpreter() else [f"the Python: {req.get('python')}"]
-            conn.sendall(_INT.pack(0) + ", ".join(differ).encode())
-            conn.close()
-            for fd in fds:
-                os.close(fd)
-            continue
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            server.close()
-            conn.close()
-            _run_child({**req, "env": {**added, **req["env"]}}, fds)  # type: ignore[dict-item]  # never returns
-        try:
-            os.setpgid(pid, pid)  # as the child does: whichever runs first, a kill of its group reaches it
-        except OSError:
-            pass
-        _CHILDREN.add(pid)
+    except BaseException:
         for fd in fds:
             os.close(fd)
-        conn.sendall(_INT.pack(pid))
-        threading.Thread(target=_report, args=(pid, conn, req["argv"], time.time(), log), daemon=True).start()
+        raise
+    if theirs != own or req.get("python") != _interpreter():
+        differ = sorted(k for k in {*own, *theirs} if own.get(k) != theirs.get(k))
+        differ += [] if req.get("python") == _interpreter() else [f"the Python: {req.get('python')}"]
+        for fd in fds:
+            os.close(fd)
+        reason = f"this stage's environment differs from the warm server's ({', '.join(differ)})"
+        conn.sendall(_INT.pack(0) + reason.encode())
+        conn.close()
+        return
+    unsafe = _fork_unsafe()
+    if unsafe:
+        for fd in fds:
+            os.close(fd)
+        conn.sendall(_INT.pack(0) + unsafe.encode())
+        conn.close()
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    server_pid = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        server.close()
+        conn.close()
+        _run_child({**req, "env": {**added, **req["env"]}}, fds, server_pid)  # type: ignore[dict-item]
+    try:
+        os.setpgid(pid, pid)  # as the child does: whichever runs first, a kill of its group reaches it
+    except OSError:
+        pass
+    _CHILDREN.add(pid)
+    for fd in fds:
+        os.close(fd)
+    conn.sendall(_INT.pack(pid))
+    threading.Thread(target=_report, args=(pid, conn, req["argv"], time.time(), log), daemon=True).start()
 
 
 def _report(pid: int, conn: socket.socket, argv: list[str], start: float, log: str) -> None:
@@ -240,7 +293,18 @@ def _report(pid: int, conn: socket.socket, argv: list[str], start: float, log: s
     conn.close()
 
 
-def _run_child(req: dict[str, object], fds: list[int]) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel sends this process SIGKILL when the server dies, even by SIGKILL (no orphan stage goes
+    on writing outputs after DVC gave up on it)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the server died before prctl took effect
+        os._exit(137)
+
+
+def _run_child(req: dict[str, object], fds: list[int], server_pid: int) -> None:
     """Become the stage: its stdio, folder, environment and argv; this checkout's pairtune, imported afresh."""
     import runpy
     import traceback
@@ -248,7 +312,11 @@ def _run_child(req: dict[str, object], fds: list[int]) -> None:
     code = 1
     try:
         os.setpgid(0, 0)  # its own group: signals and a kill reach its subprocesses (torchrun) too
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        _die_with_parent(server_pid)
+        # As a cold stage's interpreter: Ctrl-C raises KeyboardInterrupt (finally blocks, atomic_dir clean-up
+        # run), SIGTERM and SIGHUP end the process.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
@@ -272,6 +340,9 @@ def _run_child(req: dict[str, object], fds: list[int]) -> None:
     except BaseException:  # noqa: BLE001 (whatever the stage raised, as Python would print it)
         traceback.print_exc()
     finally:
+        import atexit
+
+        atexit._run_exitfuncs()  # noqa: SLF001 - as a cold stage's interpreter would at exit; os._exit skips them
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -289,9 +360,7 @@ def run(cmd: list[str]) -> int:
     server = subprocess.Popen([sys.executable, "-m", "pairtune.warm", "--serve", path, "--log", log],
                               stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        code = subprocess.call(cmd, env={**os.environ, ENV: f"{server.pid}:{path}"})
-    except KeyboardInterrupt:
-        code = 130
+        code = _wait_through_interrupts(subprocess.Popen(cmd, env={**os.environ, ENV: f"{server.pid}:{path}"}))
     finally:
         server.terminate()
         server.wait()
@@ -301,6 +370,19 @@ def run(cmd: list[str]) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"pairtune.warm: {warm} stage(s) started warm", file=sys.stderr)
     return code
+
+
+def _wait_through_interrupts(proc: subprocess.Popen) -> int:
+    """Wait for `proc` as a shell would. A Ctrl-C reaches it from the terminal (same process group); it is sent
+    on by hand when the interrupt came to us alone. Either way we keep waiting, so DVC finishes its own
+    interrupt handling (stage clean-up, lock release, experiment bookkeeping) instead of being killed
+    (subprocess.call SIGKILLs its child 0.25 s after an interrupt)."""
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            if os.getpgid(proc.pid) != os.getpgrp() or not os.isatty(0):
+                proc.send_signal(signal.SIGINT)
 
 
 def main(argv: list[str] | None = None) -> None:
