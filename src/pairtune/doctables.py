@@ -17,6 +17,7 @@ from what they generate now.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -65,11 +66,26 @@ def resolve(root: Path, rel: str, outs: dict[str, str]) -> Source:
         if rel == out:
             return Source(rel, md5, path.is_file() and _md5(path) == md5)
         if rel.startswith(out + "/") and md5.endswith(".dir"):
-            listing = root / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
-            entries = {e["relpath"]: e["md5"] for e in json.loads(listing.read_text())} if listing.is_file() else {}
-            want = entries.get(rel[len(out) + 1:])
+            want = _committed_md5(root, rel)
             return Source(rel, md5, want is not None and path.is_file() and _md5(path) == want)
     return Source(rel, _md5(path) if path.is_file() else "missing", path.is_file())
+
+
+@functools.lru_cache(maxsize=None)
+def _committed_md5(root: Path, rel: str) -> str | None:
+    """The md5 dvc.lock gives `rel`, a file inside a folder output, through DVC's public API (the object's
+    address on the remote ends in its md5); None where DVC cannot tell (the folder's listing is not in the
+    local cache, as in a clean clone, or no remote is configured)."""
+    import dvc.api
+    from dvc.exceptions import DvcException
+    from dvc_data.index import DataIndexDirError
+
+    try:
+        url = dvc.api.get_url(rel, repo=str(root))
+    except (DvcException, DataIndexDirError):
+        return None
+    head, tail = url.rstrip("/").split("/")[-2:]
+    return head + tail if len(head) == 2 and len(head + tail) == 32 else None
 
 
 # ---------------------------------------------------------------- formatting

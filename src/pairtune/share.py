@@ -15,6 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from pairtune import dvccompat
+from pairtune.errors import PairtuneError
+
 
 def run_records(cache_dir: Path) -> list[tuple[str, str]]:
     """(key, value) of every run record under DVC's `runs/` folder: runs/<key[:2]>/<key>/<value>."""
@@ -23,6 +26,7 @@ def run_records(cache_dir: Path) -> list[tuple[str, str]]:
 
 def push_run_outputs(root: Path, remote: str | None = None) -> tuple[int, int, int]:
     """Push the output objects of every local run record; return (records, objects pushed, objects not local)."""
+    dvccompat.require_tested("pairtune.share (pushing every run's outputs)")
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
@@ -43,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-r", "--remote", help="DVC remote name (default: the repository's default remote)")
     ap.add_argument("--repo", type=Path, default=Path.cwd(), help="repository root (default: here)")
     args = ap.parse_args(argv)
-    records, pushed, absent = push_run_outputs(args.repo, args.remote)
+    try:
+        records, pushed, absent = push_run_outputs(args.repo, args.remote)
+    except PairtuneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     note = f"; {absent} not in the local cache (garbage-collected?)" if absent else ""
     print(f"run-cache: {records} run records, {pushed} output objects uploaded{note}", file=sys.stderr)
     return 0
