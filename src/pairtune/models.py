@@ -135,7 +135,9 @@ def eager_attention(model: SentenceTransformer) -> Iterator[None]:
     inner = getattr(model[0], "model", None)
     config = getattr(inner, "config", None)
     before = getattr(config, "_attn_implementation", None)
-    switch = before not in (None, "eager") and hasattr(inner, "set_attn_implementation")
+    # Only from SDPA: another implementation is the user's choice or training's packed attention (fastpath),
+    # whose forward the eager function would run without its packing (dev scores were wrong: a test caught it).
+    switch = before == "sdpa" and hasattr(inner, "set_attn_implementation")
     if switch:
         inner.set_attn_implementation("eager")
     try:
