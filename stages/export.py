@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     with io.atomic_dir(args.out) as tmp:
         figures = export.build(model, Path(args.model), tmp, dev, eval_, n_train, evaluate, p.export,
                                p.data.positive_threshold, p.evaluate.batch_size, p.evaluate.confidence,
-                               (p.data.positive_name, p.data.negative_name), ref)
+                               p.data.class_names, ref)
         models.load_model(tmp, "cpu")  # the export passes the same guard as the model it came from
     log.info("export: %s; standalone max |delta| %.2e", ", ".join(f"{v} {s}" for v, s in figures["status"].items()),
              figures["standalone_max_abs"])

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         alpha_curves={mode: _json(pdir / f"interpolate_{mode}" / "curve.json") for mode in ("full", "lora")},
         exports={mode: _json(mdir / f"export_{mode}.json") for mode in ("full", "lora")},
         tune={mode: _json(pdir / f"tune_{mode}" / "trials.json") for mode in ("full", "lora")},
-        plateau=p.report.plateau, names=(p.data.positive_name, p.data.negative_name),
+        plateau=p.report.plateau, names=p.data.class_names,
     )
     html, comparison = build(inputs)
     io.write_text(args.out, html)

@@ -60,3 +60,30 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         params.load(bad)
     with pytest.raises(PairtuneError, match="file not found"):
         params.load(tmp_path / "nope.yaml")
+
+
+def test_auto_class_names_are_the_demo_s_only_on_the_demo_data(tmp_path):
+    """#37: own pairs with only the data paths changed get neutral names, not the demo's compatible/incompatible."""
+    demo = params.load(ROOT / "params.yaml")
+    assert demo.data.positive_name == "auto" and demo.data.class_names == ("compatible", "incompatible")
+    own = copy.deepcopy(TINY_PARAMS)
+    own["data"].update(train="data/raw/sts_train.csv", dev="", eval="data/raw/sts_eval.csv",
+                       positive_name="auto", negative_name="auto")
+    p = params.load(write_params(tmp_path / "own.yaml", own))
+    assert p.data.class_names == ("similar", "dissimilar")
+    own["data"].update(eval="data/raw/generated/eval.jsonl")  # one path still the demo's: not the demo
+    assert params.load(write_params(tmp_path / "mixed.yaml", own)).data.class_names == ("similar", "dissimilar")
+    own["data"].update(positive_name="duplicate")  # a name the user gives is kept
+    assert params.load(write_params(tmp_path / "named.yaml", own)).data.class_names == ("duplicate", "dissimilar")
+
+
+def test_the_model_card_s_example_is_the_user_s_own_pair():
+    from pairtune import export
+
+    manifest = {"source_mode": "full", "parity": {"standalone_max_abs": 0.0}, "threshold": 0.5,
+                "variants": {"onnx": "refused: test", "int8": "refused: test"}, "base_model": "packaged",
+                "data": {"train_pairs": 1, "dev_pairs": 1, "eval_pairs": 1}, "loss": "cosine", "positive": "similar",
+                "negative": "dissimilar", "lr": 1e-4}
+    card = export.model_card(manifest, {"auc": 0.9, "spearman": 0.8, "f1": 0.7, "margin": 0.1}, 0.95,
+                             ("How do I reset my password?", "Use the 'forgot password' link."))
+    assert '"How do I reset my password?"' in card and "smoke" not in card

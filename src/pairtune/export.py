@@ -368,8 +368,11 @@ def usable(manifest: dict[str, Any], variant: str) -> bool:
     return manifest.get("variants", {}).get(variant, "ok") == "ok"
 
 
-def model_card(manifest: dict[str, Any], evaluate: dict[str, float], confidence: float) -> str:
-    """A short, deterministic README.md for an export folder (no dates, no absolute paths)."""
+def model_card(manifest: dict[str, Any], evaluate: dict[str, float], confidence: float,
+               example: tuple[str, str] = ("text a", "text b")) -> str:
+    """A short, deterministic README.md for an export folder (no dates, no absolute paths). `example`: a pair
+    for the usage snippet, from the user's own dev data (never the demo's words on their data)."""
+    use = json.dumps(list(example), ensure_ascii=False)
     mode = manifest["source_mode"]
     how = {"full": "full fine-tuning (all weights)",
            "lora": "a LoRA adapter, merged into the base weights (no PEFT needed to load it)"}[mode]
@@ -415,7 +418,7 @@ A sentence-embedding model fine-tuned by pairtune with {how}.
 ```python
 from sentence_transformers import SentenceTransformer
 model = SentenceTransformer("path/to/this/folder")
-a, b = model.encode(["I smoke every day.", "I would never date a smoker."])
+a, b = model.encode({use})
 print(float(a @ b))  # cosine (embeddings are normalised)
 ```
 
@@ -601,5 +604,6 @@ def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[st
     probe_texts = json.loads((source / models.PROBE_TEXTS).read_text(encoding="utf-8"))
     base_probe = np.load(source / models.BASE_PROBE) if (source / models.BASE_PROBE).exists() else None
     models.write_fingerprint(out, card, probe_texts, np.load(source / models.PROBE), base_probe)
-    (out / "README.md").write_text(model_card(card, evaluate, confidence), encoding="utf-8")
+    example = (dev[0]["text_1"], dev[0]["text_2"]) if dev else ("text a", "text b")
+    (out / "README.md").write_text(model_card(card, evaluate, confidence, example), encoding="utf-8")
     return {**rounded, "status": status}

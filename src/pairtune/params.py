@@ -57,7 +57,26 @@ class Data:
     label_max: float
     positive_threshold: float  # scaled label >= this is a positive for binary metrics
     positive_name: str  # what a positive pair is called in the report, the model card and `pairtune score`
-    negative_name: str  # ... and a negative one
+    negative_name: str  # ... and a negative one ("auto": the demo's words on the demo data, else neutral)
+
+    @property
+    def is_demo(self) -> bool:
+        """Whether every data path is the demo generator's (data/raw/generated/...)."""
+        return all(path.startswith(DEMO_DATA) for path in (self.train, self.dev or self.train, self.eval))
+
+    @property
+    def class_names(self) -> tuple[str, str]:
+        """(positive, negative) as the report, model card and `pairtune score` say them. "auto" is the demo's
+        words only on the demo's data: a user's own pairs get neutral ones until they name theirs."""
+        auto = DEMO_NAMES if self.is_demo else NEUTRAL_NAMES
+        return (auto[0] if self.positive_name == AUTO_NAME else self.positive_name,
+                auto[1] if self.negative_name == AUTO_NAME else self.negative_name)
+
+
+AUTO_NAME = "auto"
+DEMO_DATA = "data/raw/generated/"  # where the generate stage writes the demo pairs (dvc.yaml)
+DEMO_NAMES = ("compatible", "incompatible")
+NEUTRAL_NAMES = ("similar", "dissimilar")
 
 
 @dataclass(frozen=True)
