@@ -107,7 +107,7 @@ def _clean_clone(tmp: str) -> Path:
     """A git clone of the repo in `tmp` without the pipeline's outputs, as a fresh checkout has it."""
     clone = Path(tmp) / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-    for d in ("models", "data/prepared", "data/raw/generated"):
+    for d in ("models", "data/prepared", "data/demo"):
         shutil.rmtree(clone / d, ignore_errors=True)
     return clone
 

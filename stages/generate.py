@@ -1,7 +1,7 @@
 """generate: write the synthetic dating-profile pair set and its summary.
 
 Reads params `seed`, `generate.*`. Writes <out>/{train,dev,eval}.jsonl and <summary> (JSON metrics).
-Run: python stages/generate.py --out data/raw/generated --summary metrics/generate.json
+Run: python stages/generate.py --out data/demo --summary metrics/generate.json
 """
 
 from __future__ import annotations

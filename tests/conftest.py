@@ -109,8 +109,8 @@ DIFFICULTY = {"multi_clause": 0.1, "hedged": 0.25, "contrast": 0.15, "informal":
 TINY_PARAMS = {
     "seed": 7,
     "generate": {"n_train": 160, "n_dev": 48, "n_eval": 48, "difficulty": DIFFICULTY},
-    "data": {"train": "data/raw/generated/train.jsonl", "dev": "data/raw/generated/dev.jsonl",
-             "eval": "data/raw/generated/eval.jsonl", "text_1": "text_1", "text_2": "text_2", "label": "label",
+    "data": {"dir": "data/demo", "train": "data/demo/train.jsonl", "dev": "data/demo/dev.jsonl",
+             "eval": "data/demo/eval.jsonl", "text_1": "text_1", "text_2": "text_2", "label": "label",
              "label_min": 0.0, "label_max": 1.0, "positive_threshold": 0.5,
              "positive_name": "compatible", "negative_name": "incompatible"},
     "prepare": {"dev_fraction": 0.15, "on_overlap": "error"},
@@ -168,7 +168,7 @@ def make_demo_data(root: Path, base: bool = False) -> None:
     old = os.getcwd()
     os.chdir(root)
     try:
-        generate_stage.main(["--out", "data/raw/generated", "--summary", "metrics/generate.json"])
+        generate_stage.main(["--out", "data/demo", "--summary", "metrics/generate.json"])
         prepare_stage.main(["--out", "data/prepared", "--summary", "metrics/prepare.json"])
         if base:
             base_stage.main(["--dev", "data/prepared/dev.jsonl", "--out", "models/base"])

@@ -306,7 +306,7 @@ def test_int8_keeps_quality_on_the_real_model(tmp_path, monkeypatch):
     params["train"]["full"]["lr"] = 2e-5  # the original recipe: no learning-rate search in this test
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path / "params.yaml", params)
-    generate_stage.main(["--out", "data/raw/generated", "--summary", "metrics/generate.json"])
+    generate_stage.main(["--out", "data/demo", "--summary", "metrics/generate.json"])
     prepare_stage.main(["--out", "data/prepared", "--summary", "metrics/prepare.json"])
     base_stage.main(["--dev", "data/prepared/dev.jsonl", "--out", "models/base"])
     train_stage.main(["--mode", "full", "--data", "data/prepared", "--base", "models/base", "--out", "models/full",

@@ -67,12 +67,10 @@ def test_auto_class_names_are_the_demo_s_only_on_the_demo_data(tmp_path):
     demo = params.load(ROOT / "params.yaml")
     assert demo.data.positive_name == "auto" and demo.data.class_names == ("compatible", "incompatible")
     own = copy.deepcopy(TINY_PARAMS)
-    own["data"].update(train="data/raw/sts_train.csv", dev="", eval="data/raw/sts_eval.csv",
+    own["data"].update(dir="data/raw", train="data/raw/sts_train.csv", dev="", eval="data/raw/sts_eval.csv",
                        positive_name="auto", negative_name="auto")
     p = params.load(write_params(tmp_path / "own.yaml", own))
-    assert p.data.class_names == ("similar", "dissimilar")
-    own["data"].update(eval="data/raw/generated/eval.jsonl")  # one path still the demo's: not the demo
-    assert params.load(write_params(tmp_path / "mixed.yaml", own)).data.class_names == ("similar", "dissimilar")
+    assert p.data.class_names == ("similar", "dissimilar") and not p.data.is_demo
     own["data"].update(positive_name="duplicate")  # a name the user gives is kept
     assert params.load(write_params(tmp_path / "named.yaml", own)).data.class_names == ("duplicate", "dissimilar")
 
@@ -87,3 +85,33 @@ def test_the_model_card_s_example_is_the_user_s_own_pair():
     card = export.model_card(manifest, {"auc": 0.9, "spearman": 0.8, "f1": 0.7, "margin": 0.1}, 0.95,
                              ("How do I reset my password?", "Use the 'forgot password' link."))
     assert '"How do I reset my password?"' in card and "smoke" not in card
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    # #34: only train set to the user's file: dev and eval would silently stay the demo's
+    ({"dir": "data/raw", "train": "data/raw/mine.csv"},
+     "own.yaml: data.dev: data/demo/dev.jsonl is the demo's pairs while data.dir is data/raw: point it at your "
+     'own file (or "" to split dev off train: prepare.dev_fraction)'),
+    ({"dir": "data/raw", "train": "data/raw/mine.csv", "dev": ""},
+     "own.yaml: data.eval: data/demo/eval.jsonl is the demo's pairs while data.dir is data/raw: point it at your "
+     "own file"),
+    # the paths set, data.dir forgotten: DVC would not watch the user's files
+    ({"train": "data/raw/mine.csv", "dev": "", "eval": "data/raw/held_out.csv"},
+     "own.yaml: data.train: data/raw/mine.csv is not inside data.dir (data/demo), the folder DVC watches for "
+     "your pair files: set data.dir to the folder that holds it"),
+    ({"dir": "data/raw", "train": "data/raw/mine.csv", "dev": "", "eval": "elsewhere/held_out.csv"},
+     "own.yaml: data.eval: elsewhere/held_out.csv is not inside data.dir (data/raw)"),
+])
+def test_own_data_is_never_mixed_with_the_demo_s(tmp_path, data, message):
+    own = copy.deepcopy(TINY_PARAMS)
+    own["data"].update(data)
+    with pytest.raises(PairtuneError) as err:
+        params.load(write_params(tmp_path / "own.yaml", own))
+    assert str(err.value).startswith(str(tmp_path / message.split(":")[0]) + message[len(message.split(":")[0]):])
+    assert "\n" not in str(err.value)
+
+
+def test_a_data_dir_spelled_another_way_is_the_same_folder(tmp_path):
+    own = copy.deepcopy(TINY_PARAMS)
+    own["data"].update(dir="./data/raw/", train="data/raw/a.csv", dev="data/raw/sub/b.csv", eval="data/raw/c.csv")
+    assert not params.load(write_params(tmp_path / "own.yaml", own)).data.is_demo

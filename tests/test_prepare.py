@@ -30,7 +30,7 @@ def files(workdir):
     _jsonl(raw / "dev.jsonl", _pairs(10, 100))
     _jsonl(raw / "eval.jsonl", _pairs(10, 200))
     params = json.loads(json.dumps(TINY_PARAMS))
-    params["data"].update(train="data/raw/train.jsonl", dev="data/raw/dev.jsonl", eval="data/raw/eval.jsonl")
+    params["data"].update(dir="data/raw", train="data/raw/train.jsonl", dev="data/raw/dev.jsonl", eval="data/raw/eval.jsonl")
     write_params(workdir / "params.yaml", params)
     return workdir, params
 

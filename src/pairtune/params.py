@@ -7,6 +7,7 @@ line naming the file, section and key. No other module reads YAML.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 import types
 import typing
 from dataclasses import dataclass
@@ -47,7 +48,8 @@ class Generate:
 
 @dataclass(frozen=True)
 class Data:
-    train: str  # path of the train pairs (.jsonl, .csv or .tsv)
+    dir: str  # the folder holding the pair files: the prepare stage's DVC dependency (data/demo: the demo's)
+    train: str  # path of the train pairs (.jsonl, .csv or .tsv), inside `dir`
     dev: str  # "" means: split dev off train
     eval: str
     text_1: str  # field / column names
@@ -61,8 +63,24 @@ class Data:
 
     @property
     def is_demo(self) -> bool:
-        """Whether every data path is the demo generator's (data/raw/generated/...)."""
-        return all(path.startswith(DEMO_DATA) for path in (self.train, self.dev or self.train, self.eval))
+        """Whether the data is the demo generator's (data.dir is data/demo, which `check` keeps consistent)."""
+        return _folder(self.dir) == DEMO_DATA
+
+    def check(self, path: str) -> None:
+        """Every pair file lies in `dir` (what DVC watches), and a user's own data is never mixed with the demo's:
+        one line naming the key, and how to fix it, otherwise."""
+        files = [(k, getattr(self, k)) for k in ("train", "dev", "eval") if getattr(self, k)]
+        if not self.is_demo:
+            for key, value in files:
+                if _folder(value).startswith(DEMO_DATA):
+                    fix = ' (or "" to split dev off train: prepare.dev_fraction)' if key == "dev" else ""
+                    raise PairtuneError(f"{path}: data.{key}: {value} is the demo's pairs while data.dir is "
+                                        f"{self.dir}: point it at your own file{fix}")
+        for key, value in files:
+            if not _folder(value).startswith(_folder(self.dir)):
+                raise PairtuneError(f"{path}: data.{key}: {value} is not inside data.dir ({self.dir}), the folder "
+                                    f"DVC watches for your pair files: set data.dir to the folder that holds it")
+
 
     @property
     def class_names(self) -> tuple[str, str]:
@@ -73,8 +91,13 @@ class Data:
                 auto[1] if self.negative_name == AUTO_NAME else self.negative_name)
 
 
+def _folder(p: str) -> str:
+    """A path as a folder prefix: normalised, one trailing slash (data/raw -> data/raw/)."""
+    return posixpath.normpath(p.replace("\\", "/")).rstrip("/") + "/"
+
+
 AUTO_NAME = "auto"
-DEMO_DATA = "data/raw/generated/"  # where the generate stage writes the demo pairs (dvc.yaml)
+DEMO_DATA = "data/demo/"  # where the generate stage writes the demo pairs (dvc.yaml): never a user's data.dir
 DEMO_NAMES = ("compatible", "incompatible")
 NEUTRAL_NAMES = ("similar", "dissimilar")
 
@@ -228,7 +251,9 @@ def load(path: str | Path = "params.yaml") -> Params:
 
 def from_dict(raw: Any, path: str | Path = "params.yaml") -> Params:
     """Check a parsed params mapping (also used by tests)."""
-    return _build(Params, raw, str(path), "")
+    p = _build(Params, raw, str(path), "")
+    p.data.check(str(path))
+    return p
 
 
 def _build(cls: type, raw: Any, path: str, where: str) -> Any:
