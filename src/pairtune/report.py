@@ -23,13 +23,16 @@ COLORS = {"base": "#8c8c8c", "full": "#1f77b4", "lora": "#d62728"}
 HEADLINE = ("spearman", "auc", "margin", "f1")
 TABLE_METRICS = (
     ("spearman", "Spearman (cosine vs label)", "1"), ("pearson", "Pearson", "1"),
-    ("margin", "Similarity margin (mean pos - mean neg)", "1"), ("mean_cos_pos", "Mean cosine, positives", "1"),
-    ("mean_cos_neg", "Mean cosine, negatives", "1"), ("cohens_d", "Cohen's d (pooled SD)", "1"),
-    ("welch_t", "Welch's t", "1"), ("auc", "AUC-ROC", "1"),
+    ("margin", "Similarity margin (mean pos - mean neg)", "2"), ("mean_cos_pos", "Mean cosine, positives", "2"),
+    ("mean_cos_neg", "Mean cosine, negatives", "2"), ("cohens_d", "Cohen's d (pooled SD)", "3"),
+    ("welch_t", "Welch's t", "3"), ("auc", "AUC-ROC", "4"),
     ("f1", "F1 at the dev threshold", "5"), ("precision", "Precision at the dev threshold", "5"),
     ("recall", "Recall at the dev threshold", "5"), ("accuracy", "Accuracy at the dev threshold", "5"),
     ("threshold", "Threshold chosen on dev", "5"), ("f1_oracle", "F1 oracle (threshold tuned on eval; optimistic)", "5"),
-    ("cluster_purity", "Cluster purity (UMAP + HDBSCAN)", "6"), ("cluster_chance", "Purity by chance (majority share)", "6"),
+    ("cluster_purity", "Cluster purity (UMAP + HDBSCAN; median over UMAP seeds)", "6"),
+    ("cluster_purity_seed_min", "Cluster purity, lowest of the UMAP seeds", "6"),
+    ("cluster_purity_seed_max", "Cluster purity, highest of the UMAP seeds", "6"),
+    ("cluster_chance", "Purity by chance (majority share)", "6"),
     ("cluster_noise_share", "HDBSCAN noise share", "6"), ("clusters", "Clusters found", "6"),
     ("cluster_ari", "ARI vs labels (clustered pairs)", "6"), ("cluster_nmi", "NMI vs labels (clustered pairs)", "6"),
     ("fp_count", "False positives at the dev threshold", "7"),
@@ -293,9 +296,23 @@ def _tradeoff_chart(inp: Inputs) -> tuple[str, str, str]:
     return "Forgetting and buying it back: base-to-tuned interpolation", caption, _png(fig)
 
 
+# Rows where "LoRA's share of full fine-tuning's gain" means something: higher is better and a gain is a gain
+# (not a mean cosine of one class, a threshold, a count of clusters, an oracle or a chance level).
+SHARE_METRICS = {"spearman", "pearson", "margin", "cohens_d", "welch_t", "auc", "f1", "precision", "recall",
+                 "accuracy", "cluster_purity", "cluster_ari", "cluster_nmi"}
+
+
 def _gain_share(base: float, full: float, lora: float) -> float:
+    """LoRA's gain over the base as a share of full fine-tuning's; nan where full gained nothing."""
     gain = full - base
-    return (lora - base) / gain if gain else math.nan
+    return (lora - base) / gain if gain > 1e-9 else math.nan
+
+
+def trivial_threshold(m: dict[str, float]) -> bool:
+    """Whether a model's dev threshold calls every eval pair positive (recall 1 and every negative a false
+    positive): its F1 is then the trivial rule's, 2p / (1 + p) for a positive share p, not a skill."""
+    negatives = m.get("n_pairs", 0) - m.get("n_positives", 0)
+    return bool(negatives) and m.get("recall") == 1.0 and m.get("fp_count") == negatives
 
 
 def compare(inp: Inputs) -> dict[str, float]:
@@ -375,7 +392,7 @@ def verdict(inp: Inputs, comparison: dict[str, float]) -> str:
     if d is not None and lo is not None:
         said = {1: "LoRA is better", -1: "full fine-tuning is better", 0: "the eval split cannot tell them apart"}
         share = comparison.get(f"lora_share_of_full_gain_{key}", math.nan)
-        kept = f"; LoRA kept {share:.0%} of full fine-tuning's {name} gain" if not math.isnan(share) and full > base else ""
+        kept = f"; LoRA kept {share:.1%} of full fine-tuning's {name} gain" if not math.isnan(share) and full > base else ""
         out += (f" LoRA minus full: {name} {_signed(d)} [{_signed(lo)}, {_signed(hi)}], "
                 f"{said[_moved(comparison, 'lora', 'full', key)]}"
                 f"{kept}.")
@@ -454,15 +471,19 @@ def error_summary(inp: Inputs) -> list[str]:
             grouped = n and has_groups(inp, "by_pair_type")
             parts.append(f"{n} of {int(total)} {what} pairs {verb}" + (f", most often {top}" if grouped else ""))
         flipped = sum(g["flipped"] for kind in errors.values() for g in kind.values())
-        tail = (f". {flipped} of these errors {'is a pair' if flipped == 1 else 'are pairs'} the data marks as "
-                "mislabelled (label_flipped)") if flipped else ""
-        out.append(f"{name} (threshold {m['threshold']:.3f} from dev): " + "; ".join(parts) + tail + ".")
+        # Said before the counts, not after: these are label errors the data admits to, not the model's.
+        head = (f"{flipped} of its errors {'is a pair' if flipped == 1 else 'are pairs'} the data marks as "
+                "mislabelled (label_flipped: the right answer there is the model's, not the label's); ") if flipped else ""
+        out.append(f"{name} (threshold {m['threshold']:.3f} from dev): " + head + "; ".join(parts) + ".")
     return out
 
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+        if math.isnan(v):
+            return "n/a"
+        text = f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text  # never "-0"
     return str(v)
 
 
@@ -579,10 +600,17 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
     for key, label, group in TABLE_METRICS:
         vals = [m[n].get(key, math.nan) for n in MODELS]
         delta = [v - vals[0] for v in vals[1:]]
-        rows.append({"label": label, "group": group, "values": [_fmt(v) for v in vals],
-                     "delta": [_fmt(x) for x in delta], "share": _fmt(_gain_share(*vals)),
+        shown = [_fmt(v) for v in vals]
+        if key == "f1":  # a threshold that calls every pair positive scores the positives' F1 by default: say so
+            for i, n in enumerate(MODELS):
+                if trivial_threshold(m[n]):
+                    shown[i] += f" (calls every pair {inp.names[0]}: the trivial rule's F1)"
+        rows.append({"label": label, "group": group, "values": shown,
+                     "delta": [_fmt(x) for x in delta],
+                     "share": _fmt(_gain_share(*vals)) if key in SHARE_METRICS else "",
                      "ci": [(_fmt(m[n][f"{key}_ci_low"]), _fmt(m[n][f"{key}_ci_high"]))
-                            if f"{key}_ci_low" in m[n] else None for n in MODELS]})
+                            if f"{key}_ci_low" in m[n] and not (key == "f1" and trivial_threshold(m[n])) else None
+                            for n in MODELS]})
     if any(i.get("general") for i in inp.interpolate.values()):
         # What tuning cost on the general set sits in the headline table too: base is 1 by definition.
         it = inp.interpolate
@@ -595,7 +623,7 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
             rows.append({"label": label, "group": "G", "values": [_fmt(v) for v in vals],
                          "delta": [_fmt(v - vals[0]) for v in vals[1:]], "share": "", "ci": ci})
     cost = [{"mode": mode, **{k: _fmt(v) for k, v in inp.train[mode].items()},
-             "artifact_mib": f"{inp.train[mode]['artifact_bytes'] / 2**20:.2f}"} for mode in ("full", "lora")]
+             "artifact_mb": f"{inp.train[mode]['artifact_bytes'] / 1e6:.2f}"} for mode in ("full", "lora")]
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True), trim_blocks=True,
                       lstrip_blocks=True)
     env.filters["fmt"] = _fmt

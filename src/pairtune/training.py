@@ -125,7 +125,7 @@ def dev_evaluator(dev: list[dict[str, Any]], positive_threshold: float) -> Any:
 
         def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1,
                      ) -> dict[str, float]:
-            cos = metrics.pair_scores(embed(model, texts), index, dev)
+            cos = metrics.pair_scores(embed(model, texts, invariant=False), index, dev)
             scores = {"spearman": metrics.spearman(cos, graded), "auc": metrics.auc(cos, y)}
             return self.prefix_name_to_metrics(scores, self.name)
 
