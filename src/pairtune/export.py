@@ -240,7 +240,8 @@ class OnnxEncoder:
     tokenizer: Any
     spec: dict[str, Any]
     # The graph quantises activations with one range taken from its whole input (dynamic int8): a text's
-    # embedding would depend on the other texts of its batch, so each text runs alone.
+    # embedding would depend on the other texts of its batch (by up to 0.03 on the demo's LoRA export,
+    # bench/invariance.json), so each text runs alone (1.5x the batched time there).
     per_text: bool = False
 
     @classmethod

@@ -263,8 +263,8 @@ def cluster_purity(points: np.ndarray, y: np.ndarray, neighbors: int, min_dist: 
     and highest purity of all (cluster_purity_seed_min / _max).
 
     Why several: a UMAP layout is chaotic in its input. On the demo, embeddings moved by 1e-7 (float rounding)
-    gave the full fine-tune purities from 0.73 to 0.96 and the base 0.52 to 0.69: one layout's figure is a
-    draw, and the spread says how much of a difference between models a purity can carry.
+    gave the full fine-tune one-layout purities from 0.73 to 0.96 (bench/invariance.json): one layout's
+    figure is a draw, and the spread says how much of a difference between models a purity can carry.
     """
     runs = [cluster_layout(points, y, neighbors, min_dist, min_cluster, min_samples, seed + k) for k in range(seeds)]
     purity = [r[0]["cluster_purity"] for r in runs]

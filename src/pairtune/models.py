@@ -95,11 +95,12 @@ def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
 
     Why: a text's embedding must not depend on which other texts were encoded with it (a sample of a set
     must score as the whole set does). Padding changes the length of every reduction (softmax, attention,
-    pooling), so SentenceTransformer.encode's padded batches move an embedding by ~1e-7 with its company;
-    with no padding (and eager attention, `eager_attention`) the kernels gave each row the same bits for any
-    batch of 2 or more rows, while a batch of one takes another path (~1e-7 off). Measured on both CPU kinds,
-    AVX-512 and AVX2-capped; tests/test_models.py and test_export.py check it bit for bit on every run. So a
-    lone text of its length is encoded twice over, in a batch of 2.
+    pooling), so SentenceTransformer.encode's padded batches move an embedding with its company (by 1.8e-7
+    on the packaged model: bench/invariance.json); with no padding (and eager attention, `eager_attention`)
+    the kernels gave each row the same bits for any batch of 2 or more rows, while a batch of one takes
+    another path. Measured on both CPU kinds, AVX-512 and AVX2-capped (bench/invariance.json: 0.0); the
+    tests check it bit for bit on every run. So a lone text of its length is encoded twice over, in a batch
+    of 2. No padding is computed either: the whole path encodes the demo's texts in 0.84x the padded time.
     """
     if batch_size < 2:
         raise PairtuneError(f"batch size must be at least 2, got {batch_size}")
@@ -129,8 +130,8 @@ def eager_attention(model: SentenceTransformer) -> Iterator[None]:
 
     Why: torch's fused CPU attention (SDPA) splits its work by the batch's shape, so on some models (the
     tests' tiny BERT, AVX2 kernels) a row's bits depend on the batch size; eager attention is plain matmuls
-    and a softmax, which gave every row the same bits at any batch size on both CPU kinds (~5% slower to
-    encode than SDPA on the packaged model, measured on the demo's dev+eval+general texts).
+    and a softmax, which gave every row the same bits at any batch size on both CPU kinds
+    (tests/test_models.py checks the tiny model; bench/invariance.json the packaged one, timing included).
     """
     inner = getattr(model[0], "model", None)
     config = getattr(inner, "config", None)
@@ -151,7 +152,8 @@ def embed(model: SentenceTransformer, texts: list[str], batch_size: int = 64, in
     """L2-normalised float32 embeddings, one row a text, each independent of the others: batches of one token
     length (`length_batches`) through eager attention (`eager_attention`). invariant=False: padded batches as
     SentenceTransformer.encode makes them (training's per-epoch dev scores, which only rank one run's epochs
-    on one fixed dev set: the invariant path cost ~1.5 s an epoch there, through training's packed forward)."""
+    on one fixed dev set: through training's packed forward, the invariant path's many small batches made a
+    LoRA run measurably slower)."""
     import torch
 
     if not invariant:
