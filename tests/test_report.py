@@ -333,3 +333,6 @@ def test_report_prose_says_what_numbers_mean(inputs):
     assert "Mean cosine, negatives" not in row
     neg_row = html.split("Mean cosine, negatives</td>")[1].split("</tr>")[0]
     assert neg_row.rstrip().endswith("<td></td>")  # no share for one class's mean cosine
+    import re
+
+    assert not re.search(r"\d\(all", html)  # "f1 0.9939(all figures": the template ate the space

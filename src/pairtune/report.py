@@ -607,7 +607,8 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
                     shown[i] += f" (calls every pair {inp.names[0]}: the trivial rule's F1)"
         rows.append({"label": label, "group": group, "values": shown,
                      "delta": [_fmt(x) for x in delta],
-                     "share": _fmt(_gain_share(*vals)) if key in SHARE_METRICS else "",
+                     "share": _fmt(_gain_share(*vals)) if key in SHARE_METRICS and not math.isnan(
+                         _gain_share(*vals)) else "",
                      "ci": [(_fmt(m[n][f"{key}_ci_low"]), _fmt(m[n][f"{key}_ci_high"]))
                             if f"{key}_ci_low" in m[n] and not (key == "f1" and trivial_threshold(m[n])) else None
                             for n in MODELS]})
