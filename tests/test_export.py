@@ -316,7 +316,9 @@ def test_int8_keeps_quality_on_the_real_model(tmp_path, monkeypatch):
     assert m["onnx_auc"] > 0.6  # it ranks the right way round: tuned, not the inverted base (AUC ~0.2)
     assert m["int8_auc_delta"] <= 0.005 and m["int8_spearman_delta"] <= 0.01
     assert m["onnx_cosine_max_abs"] <= 1e-4 and m["standalone_max_abs"] <= 1e-5
-    assert m["bytes_int8"] < 0.3 * m["bytes_onnx"]
+    # under 40% of fp32: dynamic is 25%, dynamic_ffn_fp32 37% (auto keeps the latter when dynamic, run one text
+    # at a time as a user scores, moves dev by over half the tolerance: it did on this model, 0.0029 dev AUC)
+    assert m["int8_method"] in export.AUTO_INT8 and m["bytes_int8"] < 0.4 * m["bytes_onnx"]
 
 
 def test_a_corrupt_onnx_file_is_one_line_not_a_traceback(exported, capsys, tmp_path):
@@ -517,8 +519,14 @@ def test_auto_int8_keeps_the_fastest_method_that_holds_on_dev(exported):
     assert manifest["int8_method"] == m["int8_method"]
 
 
-def test_auto_int8_tries_every_method_on_a_model_none_can_hold(spoiled):
-    params = _params_with(spoiled, "spoiled_auto.yaml", int8_method="auto")
+def test_auto_int8_tries_every_method_when_none_is_within_the_margin_on_dev(spoiled):
+    """auto keeps the first method within DEV_MARGIN of the tolerances on dev; on the spoiled model with
+    tolerances of 0.002/0.004 no method is (a dev AUC step on 48 tiny pairs is 1/576 = 0.0017, and every
+    method moves at least one pair), so each is tried, the closest is kept, and the eval check refuses it.
+    (With the shipped 0.01, one text a run lets dynamic through on dev by one pair while eval refuses it:
+    a tiny model's dev deltas are too coarse to rest this test on.)"""
+    params = _params_with(spoiled, "spoiled_auto.yaml", int8_method="auto", int8_auc_tol=0.002,
+                          int8_spearman_tol=0.004)
     _run_export(spoiled, "spoiled", "models/export_spoiled_auto", "metrics/export_spoiled_auto.json", params)
     m = json.loads((spoiled / "metrics/export_spoiled_auto.json").read_text())
     assert list(m["int8_tried"]) == list(export.AUTO_INT8)

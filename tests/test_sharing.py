@@ -221,4 +221,6 @@ def test_4_the_documented_steps_share_a_run(repo, tmp_path, s3_url):
             assert sh(clone, "git", "grep", "-l", secret, check=False).stdout == ""
         assert "access_key_id" in (clone / ".dvc/config.local").read_text()
         assert "access_key_id" not in (clone / ".dvc/config").read_text()
-    assert sh(b, "git", "config", "-f", ".dvc/config", "core.remote").stdout.strip() == "team"
+    # the committed config names the team's remote as the default (DVC's own reader: its section headers,
+    # ['remote "team"'], are not git-config syntax)
+    assert _bash(b, "source .venv/bin/activate && dvc config --project core.remote").stdout.strip() == "team"

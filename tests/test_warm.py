@@ -281,13 +281,21 @@ time.sleep(60)
 """
 
 
+def _as_from_a_terminal() -> None:
+    """SIGINT as a terminal's shell starts a command with. A CI runner may start the tests with SIGINT ignored
+    (a background job), which every child inherits and Python then leaves ignored: the wrapper would never hear
+    the Ctrl-C this test sends (it timed out so in CI), as a backgrounded `make repro` rightly does not."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_reaches_the_command_and_is_waited_for(tmp_path):
     """Ctrl-C under `make repro`: the command (dvc) gets SIGINT and the wrapper waits for it to finish its own
     interrupt handling, then exits with its status (it used to SIGKILL dvc 0.25 s later)."""
     (tmp_path / "cmd.py").write_text(INTERRUPTED)
     mark = tmp_path / "mark"
     wrapper = subprocess.Popen([sys.executable, "-m", "pairtune.warm", sys.executable, str(tmp_path / "cmd.py"),
-                                str(mark)], env=_env(), start_new_session=True, stdin=subprocess.DEVNULL)
+                                str(mark)], env=_env(), start_new_session=True, stdin=subprocess.DEVNULL,
+                               preexec_fn=_as_from_a_terminal)
     _wait_for(tmp_path / "mark.started", 120)
     wrapper.send_signal(signal.SIGINT)  # to the wrapper alone: it sends it on
     assert wrapper.wait(60) == 130

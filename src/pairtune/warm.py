@@ -263,7 +263,13 @@ def _serve_one(server: socket.socket, conn: socket.socket, own: dict[str, str], 
     _CHILDREN.add(pid)
     for fd in fds:
         os.close(fd)
-    conn.sendall(_INT.pack(pid))
+    try:
+        conn.sendall(_INT.pack(pid))
+    except OSError:  # the stage's process went away before it heard of its fork: nobody waits for that fork
+        _signal_group(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        _CHILDREN.discard(pid)
+        raise
     threading.Thread(target=_report, args=(pid, conn, req["argv"], time.time(), log), daemon=True).start()
 
 
