@@ -33,7 +33,7 @@ tests_rc=$?
 # 2. the benchmark's inputs: the demo data and the base model's folder, as `dvc repro base` makes them
 if [ ! -f "$WORK/models/base/pairtune.json" ]; then
   (cd "$WORK" && cp "$OLDPWD/params.yaml" params.yaml &&
-   "$PY" "$OLDPWD/stages/generate.py" --out data/raw/generated --summary metrics/generate.json &&
+   "$PY" "$OLDPWD/stages/generate.py" --out data/demo --summary metrics/generate.json &&
    "$PY" "$OLDPWD/stages/prepare.py" --out data/prepared --summary metrics/prepare.json &&
    "$PY" "$OLDPWD/stages/base.py" --dev data/prepared/dev.jsonl --out models/base) > "$OUT/setup.log" 2>&1
 fi
