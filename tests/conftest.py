@@ -229,6 +229,29 @@ def write_tiny_general(path: Path, n: int = 30) -> Path:
     return path
 
 
+# Every code block in README and docs/ is either run by a test or says why not, in an HTML comment on the line
+# before it (invisible on the rendered page): `<!-- commands: run by tests/FILE.py::TEST -->` or
+# `<!-- commands: not run: REASON -->`. tests/test_docs.py checks every block has one; doc_blocks() hands a test
+# the blocks that name it.
+DOC_PAGES = ("README.md", "docs/*.md")
+DOC_MARKER = re.compile(r"<!-- commands: (run by (?P<test>\S+)|not run: (?P<why>[^>]+?)) -->\n```(?P<lang>\w+)\n"
+                        r"(?P<code>.*?)```", re.S)
+DOC_FENCE = re.compile(r"^```(bash|sh|shell|console|python)$", re.M)
+
+
+def doc_pages() -> list[Path]:
+    return [p for pattern in DOC_PAGES for p in sorted(ROOT.glob(pattern))]
+
+
+def doc_blocks(test: str) -> list[str]:
+    """The code of every block in README and docs/ marked `run by TEST` (e.g. tests/test_export.py::test_x), in
+    page order, as a reader copies it."""
+    found = [m["code"] for page in doc_pages() for m in DOC_MARKER.finditer(page.read_text(encoding="utf-8"))
+             if m["test"] == test]
+    assert found, f"no documented block is marked 'run by {test}'"
+    return found
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Longest first: with `make test`'s two xdist workers (one test file each at a time), the DVC pipeline
     tests start at once on one worker while the other runs everything else."""

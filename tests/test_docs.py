@@ -161,3 +161,28 @@ def test_readme_links_and_images_resolve():
         if anchor:
             headings = re.findall(r"^#+ (.+)$", path.read_text(), re.M)
             assert anchor in {slugify(h, "-") for h in headings}, (rel, anchor)
+
+
+def test_every_documented_command_is_run_by_a_test_or_says_why_not():
+    """#34: each shell or Python block in README and docs/ carries `<!-- commands: run by TEST -->` (that test
+    reads the block with conftest.doc_blocks and runs it) or `<!-- commands: not run: REASON -->`."""
+    from conftest import DOC_FENCE, DOC_MARKER, doc_pages
+
+    unmarked, broken = [], []
+    for page in doc_pages():
+        text = page.read_text(encoding="utf-8")
+        marked = {m.start("lang") - 3 for m in DOC_MARKER.finditer(text)}
+        for fence in DOC_FENCE.finditer(text):
+            if fence.start() not in marked:
+                unmarked.append(f"{page.relative_to(ROOT)}:{text[:fence.start()].count(chr(10)) + 1}")
+        for m in DOC_MARKER.finditer(text):
+            if m["why"] is not None:
+                assert len(m["why"].strip()) > 20, f"{page.name}: a reason, not a shrug: {m['why']!r}"
+                continue
+            file, _, name = m["test"].partition("::")
+            source = (ROOT / file).read_text(encoding="utf-8") if (ROOT / file).is_file() else ""
+            body = source.split(f"\ndef {name}(", 1)[1].split("\ndef ", 1)[0] if f"\ndef {name}(" in source else ""
+            if f'doc_blocks("{m["test"]}")' not in body:
+                broken.append(f"{page.relative_to(ROOT)}: {m['test']} does not read its block with doc_blocks")
+    assert unmarked == [], "blocks neither run by a test nor marked 'not run: why': " + ", ".join(unmarked)
+    assert broken == []

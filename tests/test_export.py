@@ -187,6 +187,44 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+def test_the_documented_commands_run(exported, tmp_path):
+    """#34: README's and docs/export.md's `pairtune` lines and export.md's two Python snippets, run as written
+    (bash -e; `.venv` is the test's venv) in a folder holding the tiny run's models and the files they name."""
+    import csv
+    import os
+
+    from conftest import doc_blocks
+
+    work = tmp_path / "reader"
+    (work / "data/raw").mkdir(parents=True)
+    (work / "models").symlink_to(exported / "models")
+    (work / ".venv").symlink_to(Path(sys.prefix))
+    rows = [("i smoke every day .", "i would never date a smoker .", 0), ("i love hiking .", "i hike a lot .", 5),
+            ("i am vegan .", "i eat meat daily .", 1), ("i read books .", "i love reading .", 4)]
+    with (work / "data/raw/my_eval.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("question", "answer", "score"), *rows])
+    with (work / "my_pairs.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("text_1", "text_2", "label"), *((a, b, int(y >= 3)) for a, b, y in rows)])
+    (work / "sentences.txt").write_text("i smoke every day .\ni love hiking .\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    blocks = doc_blocks("tests/test_export.py::test_the_documented_commands_run")
+    shell = [b for b in blocks if "pairtune score" in b]
+    snippets = [b for b in blocks if b not in shell]
+    assert len(shell) == 2 and len(snippets) == 2
+    for block in shell:
+        proc = subprocess.run(["bash", "-ec", block], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (block, proc.stdout[-2000:], proc.stderr[-2000:])
+        assert "-> " in proc.stdout and "pairs scored" in proc.stderr
+        scored = list(csv.DictReader((work / "scores.csv").open()))
+        assert len(scored) == len(rows) and {"cosine", "decision"} <= set(scored[0])
+    assert np.load(work / "emb.npy").shape[0] == 2
+    for code in snippets:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, (code, proc.stderr[-2000:])
+        assert -1.0 <= float(proc.stdout.split()[-1]) <= 1.0  # the cosine it prints
+
+
 def test_score_two_texts_prints_cosine_and_decision(exported, capsys):
     folder = str(exported / "models/export/lora")
     manifest = json.loads((Path(folder) / models.MANIFEST).read_text())

@@ -440,10 +440,9 @@ def test_the_adapter_serves_alone_as_documented(trained):
     import io
     import os
 
-    from conftest import ROOT
+    from conftest import doc_blocks
 
-    page = (ROOT / "docs/deploy.md").read_text()
-    block = page.split("Serving the adapter alone", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    (block,) = doc_blocks("tests/test_models.py::test_the_adapter_serves_alone_as_documented")
     base = json.loads((trained / "models/base/pairtune.json").read_text())
     tiny_base = __import__("ruamel.yaml", fromlist=["YAML"]).YAML(typ="safe").load(
         (trained / "params.yaml").read_text())["base"]["model"]

@@ -300,6 +300,15 @@ def test_5_diffs_between_commits(repo):
     sh(repo, "dvc", "exp", "apply", "lr5e-3")
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "lora lr 5e-3")
+    from conftest import doc_blocks
+
+    # docs/dvc.md's first block as written, one commit after another (its diffs are checked in detail below)
+    (block,) = doc_blocks("tests/test_pipeline.py::test_5_diffs_between_commits")
+    proc = subprocess.run(["bash", "-ec", block], cwd=repo, env={**_env(), "BROWSER": "true"}, capture_output=True,
+                          text=True, timeout=300)  # BROWSER=true: --open's browser is a no-op here
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    assert "Data and pipelines are up to date" in proc.stdout and "train.lora.lr" in proc.stdout
+    assert "lora.auc" in proc.stdout and "dvc_plots" in proc.stdout + proc.stderr
     params = json.loads(sh(repo, "dvc", "params", "diff", "HEAD~1", "HEAD", "--json").stdout)
     assert {k: v for k, v in params["params.yaml"]["train.lora.lr"].items() if k != "diff"} == {"old": 0.01,
                                                                                               "new": 0.005}

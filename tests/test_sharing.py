@@ -165,14 +165,6 @@ def test_3_a_param_set_run_elsewhere_restores_without_training(repo, tmp_path, s
         assert _files(b) == expected, remote
 
 
-def _doc_block(name: str) -> str:
-    """The bash block after `<!-- sharing: NAME -->` in docs/dvc.md, as a reader copies it."""
-    from conftest import ROOT
-
-    text = (ROOT / "docs/dvc.md").read_text()
-    return text.split(f"<!-- sharing: {name} -->", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
-
-
 def _bash(cwd: Path, script: str) -> subprocess.CompletedProcess:
     """Run a documented block with `set -e`, as a person would type it: no AWS credentials in the environment
     (they must come from .dvc/config.local), the test's Python first on PATH."""
@@ -205,7 +197,9 @@ def test_4_the_documented_steps_share_a_run(repo, tmp_path, s3_url):
     fill = {"s3://your-bucket/pairtune": "s3://pairtune/team", "https://s3.your-provider.example": s3_url,
             "YOUR_KEY_ID": "AKIAPAIRTUNEYOURS", "YOUR_SECRET": "your-secret-pairtune",
             "THEIR_KEY_ID": "AKIAPAIRTUNETHEIRS", "THEIR_SECRET": "their-secret-pairtune", "YOUR_GIT_URL": str(origin)}
-    you, teammate = _doc_block("you"), _doc_block("teammate")
+    from conftest import doc_blocks
+
+    you, teammate = doc_blocks("tests/test_sharing.py::test_4_the_documented_steps_share_a_run")
     for placeholder, value in fill.items():
         you, teammate = you.replace(placeholder, value), teammate.replace(placeholder, value)
     teammate = teammate.replace("make install", f"ln -s {ROOT / '.venv'} .venv")  # the venv stands in for it
