@@ -265,7 +265,23 @@ def test_score_a_pair_file(exported, capsys, tmp_path):
     unlabelled.write_text("a\tb\ni like dogs .\ti love dogs .\n")
     code, out, err = _cli(capsys, "score", folder, "--pairs", str(unlabelled), "--text-1", "a", "--text-2", "b",
                           "--format", "tsv")
-    assert code == 0 and out.splitlines()[0] == "text_1\ttext_2\tcosine\tdecision" and "AUC" not in err
+    assert code == 0 and out.splitlines()[0] == "a\tb\tcosine\tdecision" and "AUC" not in err
+
+
+def test_a_scored_file_keeps_the_users_columns_and_label_scale(exported, capsys, tmp_path):
+    """Scores line up with the file they came from: its column names and its 0-5 labels, not text_1/label in
+    [0, 1] (a user joining the output back on their columns found them renamed)."""
+    graded = tmp_path / "qa.csv"
+    graded.write_text("question,answer,score\ni like dogs .,i love dogs .,5\ni smoke .,i hate smoke .,0\n"
+                      "i run .,i jog .,3.5\n")
+    out_csv = tmp_path / "scored.csv"
+    code, _, err = _cli(capsys, "score", str(exported / "models/export/full"), "--pairs", str(graded), "--out",
+                        str(out_csv), "--text-1", "question", "--text-2", "answer", "--label", "score",
+                        "--label-max", "5")
+    lines = out_csv.read_text().splitlines()
+    assert code == 0 and lines[0] == "question,answer,cosine,decision,score", (lines, err)
+    assert [line.split(",")[0] for line in lines[1:]] == ["i like dogs .", "i smoke .", "i run ."]
+    assert [line.rsplit(",", 1)[1] for line in lines[1:]] == ["5", "0", "3.5"]
 
 
 def test_embed_writes_a_matrix(exported, capsys, tmp_path):

@@ -139,11 +139,12 @@ def _score_pairs(scorer: Scorer, args: argparse.Namespace) -> None:
     scores = M.pair_scores(scorer.encode(texts, args.batch_size), {t: i for i, t in enumerate(texts)}, pairs)
     rows = []
     for p, s in zip(pairs, scores, strict=True):
-        row = {"text_1": p["text_1"], "text_2": p["text_2"], "cosine": round(float(s), 6)}
+        # the user's own column names and label scale: a scored file lines up with the file it came from
+        row = {args.text_1: p["text_1"], args.text_2: p["text_2"], "cosine": round(float(s), 6)}
         if scorer.threshold is not None:
             row["decision"] = scorer.decide(float(s))
         if p["label"] is not None:
-            row["label"] = p["label"]
+            row[args.label] = _unscaled(p["label"], cols)
         rows.append(row)
     fmt = args.format or (Path(args.out).suffix.lower().lstrip(".") if args.out else "jsonl")
     if fmt not in ("jsonl", "csv", "tsv"):
@@ -155,6 +156,12 @@ def _score_pairs(scorer: Scorer, args: argparse.Namespace) -> None:
     else:
         sys.stdout.write(text)
     _summary(scorer, pairs, scores, args)
+
+
+def _unscaled(label: float, cols: Any) -> float | int:
+    """A label back on the file's own scale (read_pairs scales to [0, 1]); whole numbers stay whole."""
+    v = round(cols.label_min + label * (cols.label_max - cols.label_min), 9)
+    return int(v) if v.is_integer() else v
 
 
 def _format(rows: list[dict[str, Any]], fmt: str) -> str:
