@@ -6,7 +6,8 @@ general Spearman / the base's). alpha is chosen on those alone, then the chosen 
 ordinary model folder (LoRA: the adapter with B scaled by alpha) and scored once on eval.
 Reads params `seed`, `data.positive_threshold`, `train.device`, `evaluate.{batch_size,bootstrap,confidence}`,
 `general.*`, `interpolate.*`, <base>/ (fingerprint), <model>/, <data>/{dev,eval}.jsonl.
-Writes <out>/ (the chosen model), <metrics> and <plots>/curve.json (one row per alpha).
+Writes <out>/ (the chosen model), <metrics>, <plots>/curve.json (one row per alpha) and <plots>/chosen.json
+(the chosen alpha's eval and general scores, pair by pair, for the report's paired comparison).
 Run: python stages/interpolate.py --base models/base --model models/lora --data data/prepared \
          --out models/interpolated/lora --metrics metrics/interpolate_lora.json --plots plots/interpolate_lora
 """
@@ -99,9 +100,17 @@ def main(argv: list[str] | None = None) -> None:
         lambda i: M.auc_rows(s[i], y[i]), len(s), ev.bootstrap, ev.confidence, p.seed)
     log.info("chose alpha %.2f on dev%s: eval AUC %.4f, Spearman %.4f", alpha,
              " + general" if g.path else "", out["eval_auc"], out["eval_spearman"])
+    # The operating point's own scores, pair by pair in file order: the report compares the methods there
+    # with paired intervals (the same resampled eval pairs, the same resampled general pairs, for both).
+    point: dict[str, object] = {"alpha": alpha, "eval_scores": [float(v) for v in s]}
+    if gen is not None:
+        point.update(general_scores=[float(v) for v in s_gen[alpha]["general"]],
+                     general_base_scores=[float(v) for v in s_gen[0.0]["general"]],
+                     general_labels=[float(v) for v in gen.graded])
     with io.atomic_dir(args.plots) as tmp:
         io.write_json(tmp / "curve.json", [{k: round(float(v), 6) for k, v in r.items() if not np.isnan(v)}
                                            for r in rows])
+        io.write_json(tmp / "chosen.json", point)
     io.write_json(args.metrics, {k: v if isinstance(v, str) else round(float(v), 6) for k, v in out.items()
                                  if isinstance(v, str) or not np.isnan(v)})
 

@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         exports={mode: _json(mdir / f"export_{mode}.json") for mode in ("full", "lora")},
         tune={mode: _json(pdir / f"tune_{mode}" / "trials.json") for mode in ("full", "lora")},
         plateau=p.report.plateau, names=p.data.class_names,
+        operating={mode: _json(pdir / f"interpolate_{mode}" / "chosen.json") for mode in ("full", "lora")},
     )
     html, comparison = build(inputs)
     io.write_text(args.out, html)

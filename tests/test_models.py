@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -11,8 +12,11 @@ import torch
 import train as train_stage
 from safetensors.torch import load_file, save_file
 
+from conftest import write_params
+
 from pairtune import models
 from pairtune.data import read_prepared
+from pairtune.errors import PairtuneError
 
 
 def _texts(root):
@@ -227,11 +231,45 @@ def test_evaluate_and_report_stages_on_tiny_model(trained, monkeypatch):
     for mode in ("full", "lora"):  # what the report also reads: the (fixed-rate) search record and the exports
         tune_stage.main(["--mode", mode, "--data", "data/prepared", "--base", "models/base",
                          "--out", f"plots/tune_{mode}", "--metrics", f"metrics/tune_{mode}.json"])
-        export_stage.main(["--model", f"models/{mode}", "--data", "data/prepared", "--evaluate",
-                           f"plots/evaluate_{mode}/details.json", "--out", f"models/export/{mode}",
+        export_stage.main(["--chosen", f"models/interpolated/{mode}", "--chosen-metrics",
+                           f"metrics/interpolate_{mode}.json", "--tuned", f"models/{mode}", "--tuned-evaluate",
+                           f"plots/evaluate_{mode}/details.json", "--trained", f"dvclive/train_{mode}/train.json",
+                           "--data", "data/prepared", "--out", f"models/export/{mode}",
                            "--metrics", f"metrics/export_{mode}.json"])
     report_stage.main(["--out", "plots/report.html", "--metrics", "metrics/report.json"])
     html = (trained / "plots/report.html").read_text()
+    # #32: the export ships the operating point the verdict weighs (export.operating_point: chosen, the default)
+    for mode in ("full", "lora"):
+        point = json.loads((trained / f"metrics/interpolate_{mode}.json").read_text())
+        card = (trained / f"models/export/{mode}/README.md").read_text()
+        assert json.loads((trained / f"metrics/export_{mode}.json").read_text())["alpha"] == point["alpha"]
+        assert f"- alpha {point['alpha']:g}: " in card and "- learning rate " in card
+        shown = re.search(r"- general retention (\S+) \[(\S+), (\S+)\]", card).groups()
+        assert np.allclose([float(v) for v in shown], [point[f"retention{s}"] for s in ("", "_ci_low", "_ci_high")],
+                           atol=1e-4)
+        assert f"| AUC-ROC | {point['eval_auc']:.4f} [" in card and "n/a" not in card
+    assert "models/export ships these operating points" in html
+    # a LoRA export carries its adapter alone, which loads through the guard and embeds as the merged export does
+    adapter = models.load_model(trained / "models/export/lora/adapter")
+    merged = models.load_model(trained / "models/export/lora")
+    texts = ["i like dogs .", "i smoke every day ."]
+    assert np.max(np.abs(models.embed(adapter, texts) - models.embed(merged, texts))) < 1e-5
+    # export.operating_point: tuned ships the model as trained (alpha 1), from the same four flags
+    params = __import__("ruamel.yaml", fromlist=["YAML"]).YAML(typ="safe").load((trained / "params.yaml").read_text())
+    params["export"]["operating_point"] = "tuned"
+    write_params(trained / "tuned.yaml", params)
+    flags = ["--chosen", "models/interpolated/lora", "--chosen-metrics", "metrics/interpolate_lora.json", "--tuned",
+             "models/lora", "--tuned-evaluate", "plots/evaluate_lora/details.json", "--data", "data/prepared"]
+    export_stage.main([*flags, "--out", "models/export_tuned/lora", "--metrics", "metrics/export_tuned.json",
+                       "--params", "tuned.yaml"])
+    assert json.loads((trained / "metrics/export_tuned.json").read_text())["alpha"] == 1.0
+    tuned = models.embed(models.load_model(trained / "models/export_tuned/lora"), texts)
+    assert np.max(np.abs(tuned - models.embed(models.load_model(trained / "models/lora"), texts))) < 1e-5
+    assert "- alpha 1: weights = base + alpha * (tuned - base); 1 is the model as trained" in (
+        trained / "models/export_tuned/lora/README.md").read_text()
+    with pytest.raises(PairtuneError, match="missing --tuned-evaluate"):
+        export_stage.main([*flags[:6], *flags[8:], "--out", "models/x", "--metrics", "metrics/x.json"])
+    assert not (trained / "models/x").exists()
     assert html.count("data:image/png;base64,") >= 9 and "Training curves" in html
     assert "<h2>Exports</h2>" in html and "How each model was trained" in html and "set in params.yaml" in html
     assert "What fine-tuning costs elsewhere" in html and "Forgetting and buying it back" in html

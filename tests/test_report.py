@@ -336,3 +336,72 @@ def test_report_prose_says_what_numbers_mean(inputs):
     import re
 
     assert not re.search(r"\d\(all", html)  # "f1 0.9939(all figures": the template ate the space
+
+
+def _operating(inputs, lora_forgets: float = 0.6, general: bool = True) -> dict:
+    """Operating points built from the fixture's own eval scores; on 80 synthetic general pairs the base ranks
+    well, full keeps most of it, LoRA's scores are mixed with noise (weight lora_forgets)."""
+    rng = np.random.default_rng(0)
+    g = rng.uniform(0, 5, 80)
+    base = g + rng.normal(0, 1.0, 80)
+    full = g + rng.normal(0, 1.2, 80)
+    lora = (1 - lora_forgets) * g + lora_forgets * rng.normal(0, 5, 80)
+    op = {}
+    for m, gs in (("full", full), ("lora", lora)):
+        op[m] = {"alpha": 0.7 if m == "full" else 0.6, "eval_scores": list(inputs.details[m]["scores"])}
+        if general:
+            op[m].update(general_scores=list(gs), general_base_scores=list(base), general_labels=list(g))
+    return op
+
+
+def test_the_verdict_weighs_both_axes_at_the_operating_points(inputs):
+    """#32: each method at its chosen alpha, compared on eval quality and on general retention, each with a
+    paired interval, and the trade-off said plainly; the figures are the scores' own, not copied."""
+    from pairtune.metrics import retention_rows
+    from pairtune.report import compare, verdict_axes
+
+    op = _operating(inputs)
+    it = {}
+    for m in ("full", "lora"):
+        r = float(retention_rows(*(np.array(op[m][k])[None] for k in ("general_base_scores", "general_scores",
+                                                                         "general_labels")))[0])
+        it[m] = dict(inputs.interpolate[m], retention=r, retention_ci_low=r - 0.05, retention_ci_high=r + 0.05)
+    inp = _with(inputs, operating=op, interpolate=it)
+    comp = compare(inp)
+    assert comp["op_full_alpha"] == 0.7 and comp["op_lora_alpha"] == 0.6
+    assert comp["op_full_retention"] == pytest.approx(it["full"]["retention"], abs=1e-6)
+    assert comp["op_lora_retention"] < comp["op_full_retention"]
+    d, lo, hi = (comp[f"op_lora_vs_full_retention_diff{s}"] for s in ("", "_ci_low", "_ci_high"))
+    assert d == pytest.approx(comp["op_lora_retention"] - comp["op_full_retention"], abs=1e-5)
+    assert lo <= d <= hi < 0  # LoRA forgot more, and 80 general pairs can tell
+    assert comp["op_full_auc"] == pytest.approx(inputs.metrics["full"]["auc"], abs=1e-6)
+    line = verdict_axes(inp, comp)
+    assert "operating point" in line and "full 0.7, LoRA 0.6" in line
+    # equal in-domain (the fixture's eval scores barely differ), full kept more: the sentence says both
+    assert comp["op_lora_vs_full_auc_diff_ci_low"] < 0 < comp["op_lora_vs_full_auc_diff_ci_high"]
+    assert (f"In short: equal in-domain; full fine-tuning keeps {it['full']['retention']:.2f} of the base's general "
+            f"similarity, LoRA {it['lora']['retention']:.2f}.") in line
+    # full also ahead in-domain by its interval: "better on both axes"
+    ahead = dict(comp, op_lora_vs_full_auc_diff_ci_high=-0.001)
+    assert (f"In short: full fine-tuning is better on both axes: in-domain, and it keeps "
+            f"{it['full']['retention']:.2f} of the base's general similarity against "
+            f"{it['lora']['retention']:.2f}.") in verdict_axes(inp, ahead)
+    assert "one training run per method" in line and "one-axis" not in line
+    html, _ = build(inp)
+    assert line.replace("'", "&#39;") in html
+    # the same general scores for both methods: nothing to tell apart, and the sentence says so
+    same = {m: dict(op[m], general_scores=op["full"]["general_scores"]) for m in op}
+    comp = compare(_with(inp, operating=same))
+    assert comp["op_lora_vs_full_retention_diff"] == 0
+    assert "(the general set cannot tell them apart)" in verdict_axes(_with(inp, operating=same), comp)
+
+
+def test_without_a_general_set_the_verdict_says_it_is_one_axis(inputs):
+    from pairtune.report import compare, verdict_axes
+
+    inp = _with(inputs, operating=_operating(inputs, general=False))
+    comp = compare(inp)
+    assert "op_lora_vs_full_auc_diff_ci_low" in comp and "op_lora_vs_full_retention_diff" not in comp
+    line = verdict_axes(inp, comp)
+    assert "The verdict is one-axis: there is no general set (general.path)" in line
+    assert verdict_axes(inputs, compare(inputs)) == ""  # no operating points (an old run): no second line

@@ -191,8 +191,21 @@ def verdict(read: Read) -> str:
                      _signed_ci(r[f"{k}_spearman_diff"], r[f"{k}_spearman_diff_ci_low"],
                                 r[f"{k}_spearman_diff_ci_high"])])
     share = r["lora_share_of_full_gain_auc"]
-    return _table(["eval, paired bootstrap", "AUC difference [95% CI]", "Spearman difference [95% CI]"], rows) + \
+    out = _table(["eval, paired bootstrap", "AUC difference [95% CI]", "Spearman difference [95% CI]"], rows) + \
         f"\nLoRA's share of full fine-tuning's AUC gain over the base: {100 * share:.1f}%.\n"
+    if "op_full_alpha" not in r:
+        return out
+    # Both axes at each method's operating point (alpha chosen on dev + general): the report's second verdict.
+    it = {m: read(f"metrics/interpolate_{m}.json") for m in MODES}
+    op = [["alpha (chosen on dev + general)", _f(r["op_full_alpha"], 1), _f(r["op_lora_alpha"], 1), ""]]
+    for key, name in (("auc", "eval AUC"), ("spearman", "eval Spearman")):
+        op.append([name, _f(r[f"op_full_{key}"]), _f(r[f"op_lora_{key}"]),
+                   _signed_ci(*(r[f"op_lora_vs_full_{key}_diff{s}"] for s in ("", "_ci_low", "_ci_high")))])
+    if "op_lora_vs_full_retention_diff" in r:
+        op.append(["general retention (Spearman / base's)",
+                   *(_ci(it[m]["retention"], it[m]["retention_ci_low"], it[m]["retention_ci_high"], 2) for m in MODES),
+                   _signed_ci(*(r[f"op_lora_vs_full_retention_diff{s}"] for s in ("", "_ci_low", "_ci_high")), 2)])
+    return out + "\n" + _table(["at each method's operating point", "full", "LoRA", "LoRA - full [95% CI]"], op)
 
 
 def interpolation(read: Read) -> str:

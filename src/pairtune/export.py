@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import math
+import shutil
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 ONNX_DIR = "onnx"
 ONNX_FP32 = "onnx/model.onnx"
+ADAPTER_DIR = "adapter"  # a LoRA export's adapter alone, beside the merged model
 ONNX_INT8 = "onnx/model_qint8.onnx"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a graph may take, in this order
 POOLINGS = ("mean", "cls", "max")  # the ST pooling modes OnnxEncoder reproduces
@@ -337,6 +339,25 @@ def quality(scores: np.ndarray, graded: np.ndarray, y: np.ndarray) -> dict[str, 
     return {"auc": M.auc(scores, y), "spearman": M.spearman(scores, graded)}
 
 
+def _operating_section(op: dict[str, float], evaluate: dict[str, float], confidence: float) -> str:
+    """The card's "Operating point": learning rate, alpha, eval AUC and general retention with intervals."""
+    if not op:
+        return ""
+    lines = []
+    if "lr" in op:
+        lines.append(f"- learning rate {op['lr']:g}")
+    alpha = op.get("alpha", 1.0)
+    lines.append(f"- alpha {alpha:g}: weights = base + alpha * (tuned - base); " + (
+        "1 is the model as trained" if alpha == 1 else "chosen on the dev split and the general set, never eval")
+        + " (eval figures below)")
+    if "retention" in op:
+        lines.append(f"- general retention {_fmt_ci(op, 'retention')}: this model's Spearman on general-domain "
+                     "pairs as a share of the base model's (what it kept of what the base knew)")
+    else:
+        lines.append("- general retention: not measured (no general set)")
+    return (f"## Operating point ({confidence:.0%} bootstrap intervals)\n\n" + "\n".join(lines) + "\n\n")
+
+
 def _fmt_ci(m: dict[str, float], key: str) -> str:
     if key not in m:
         return "n/a"
@@ -376,11 +397,13 @@ def model_card(manifest: dict[str, Any], evaluate: dict[str, float], confidence:
     use = json.dumps(list(example), ensure_ascii=False)
     mode = manifest["source_mode"]
     how = {"full": "full fine-tuning (all weights)",
-           "lora": "a LoRA adapter, merged into the base weights (no PEFT needed to load it)"}[mode]
+           "lora": f"a LoRA adapter, merged into the base weights (no PEFT needed to load it; the adapter alone is in "
+                   f"`{ADAPTER_DIR}/`, for PEFT on the base model)"}[mode]
     p, status = manifest["parity"], manifest["variants"]
     rows = [("AUC-ROC", "auc"), ("Spearman", "spearman"), ("F1 at the dev threshold", "f1"),
             ("similarity margin", "margin")]
-    table = "\n".join(f"| {name} | {_fmt_ci(evaluate, key)} |" for name, key in rows)
+    # the figures its source has: evaluate's eight for a tuned model, interpolate's AUC and Spearman for a blend
+    table = "\n".join(f"| {name} | {_fmt_ci(evaluate, key)} |" for name, key in rows if key in evaluate)
     files = [f"- `./` SentenceTransformer folder: reproduces pairtune's embeddings to max |delta| "
              f"{p['standalone_max_abs']:.2e}"]
     if usable(manifest, "onnx"):
@@ -395,6 +418,7 @@ def model_card(manifest: dict[str, Any], evaluate: dict[str, float], confidence:
     int8_threshold = (f"\n  (int8 ONNX, chosen on dev the same way: {manifest['threshold_int8']:.6f})"
                       if "threshold_int8" in manifest else "")
     nl = "\n"
+    point = _operating_section(manifest.get("operating_point", {}), evaluate, confidence)
     return f"""# pairtune export: {mode}
 
 A sentence-embedding model fine-tuned by pairtune with {how}.
@@ -404,7 +428,7 @@ A sentence-embedding model fine-tuned by pairtune with {how}.
   {manifest['data']['dev_pairs']} dev pairs, reported on {manifest['data']['eval_pairs']} held-out eval pairs
 - decision threshold (best F1 on dev): cosine >= {manifest['threshold']:.6f} means "{manifest['positive']}"{int8_threshold}
 
-## Eval metrics ({confidence:.0%} bootstrap intervals)
+{point}## Eval metrics ({confidence:.0%} bootstrap intervals)
 
 | metric | value |
 |---|---|
@@ -480,7 +504,8 @@ def _choose_int8(out: Path, cfg: Export, dev: list[dict[str, Any]], texts: list[
 def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[str, Any]],
           eval_: list[dict[str, Any]], n_train: int, evaluate: dict[str, float], cfg: Export,
           positive_threshold: float, batch_size: int, confidence: float,
-          names: tuple[str, str] = ("similar", "dissimilar"), ref: np.ndarray | None = None) -> dict[str, Any]:
+          names: tuple[str, str] = ("similar", "dissimilar"), ref: np.ndarray | None = None,
+          operating: dict[str, float] | None = None) -> dict[str, Any]:
     """Write every export of `model` (loaded and verified from pipeline folder `source`) into `out`.
 
     The standalone folder is the export: a parity gap there is a broken model and raises ExportError. ONNX
@@ -489,7 +514,9 @@ def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[st
     the figures, sizes and per-variant status for metrics/export_<mode>.json. `names`: what a positive and a
     negative pair are called (data.positive_name, data.negative_name), for `pairtune score` and the card.
     `ref`: `model`'s embeddings of unique_texts(dev, eval_) on the CPU in `batch_size` batches, if already
-    computed (the evaluate stage's); encoded here otherwise.
+    computed (the evaluate stage's); encoded here otherwise. `operating`: the operating point exported (lr,
+    alpha, retention with its interval), for the card, the manifest and the figures. A LoRA source's adapter
+    is copied to `adapter/` beside the merged model: the small artefact ships too.
     """
     from pairtune import metrics as M
     from pairtune import models
@@ -602,6 +629,12 @@ def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[st
                                                "onnx_spearman", "int8_auc", "int8_spearman") if k in rounded}}
     if "threshold_int8" in rounded:
         card["threshold_int8"] = rounded["threshold_int8"]
+    op = {**({"alpha": manifest["interpolation"]["alpha"]} if "interpolation" in manifest else {}), **(operating or {})}
+    if op:
+        card["operating_point"] = {k: float(f"{v:.6g}") for k, v in op.items()}
+        rounded["alpha"] = card["operating_point"].get("alpha", 1.0)
+    if manifest["mode"] == "lora":
+        shutil.copytree(source, out / ADAPTER_DIR)  # with its own fingerprint: it loads through the guard
     probe_texts = json.loads((source / models.PROBE_TEXTS).read_text(encoding="utf-8"))
     base_probe = np.load(source / models.BASE_PROBE) if (source / models.BASE_PROBE).exists() else None
     models.write_fingerprint(out, card, probe_texts, np.load(source / models.PROBE), base_probe)

@@ -192,12 +192,8 @@ def _num(v: float) -> float:
 def retention_ci(s_base: np.ndarray, s_tuned: np.ndarray, graded: np.ndarray, resamples: int, confidence: float,
                  seed: int) -> tuple[float, float]:
     """Bootstrap interval of Spearman(tuned) / Spearman(base), general pairs resampled jointly."""
-    def stat(i: np.ndarray) -> np.ndarray:
-        b = M.spearman_rows(s_base[i], graded[i])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(b > 0, M.spearman_rows(s_tuned[i], graded[i]) / b, math.nan)
-
-    return M.bootstrap_ci(stat, len(graded), resamples, confidence, seed)
+    return M.bootstrap_ci(lambda i: M.retention_rows(s_base[i], s_tuned[i], graded[i]), len(graded), resamples,
+                          confidence, seed)
 
 
 def write_model(interp: Interpolator, alpha: float, source: Path, out: Path) -> None:

@@ -198,6 +198,26 @@ def f1_rows(scores: np.ndarray, y: np.ndarray, threshold: float) -> np.ndarray:
     return np.divide(2 * tp, denom, out=np.zeros(len(tp)), where=denom > 0)
 
 
+def retention_rows(base: np.ndarray, tuned: np.ndarray, graded: np.ndarray) -> np.ndarray:
+    """General-set retention of each row: Spearman(tuned) / Spearman(base), NaN where the base's is not
+    positive (a share of nothing)."""
+    b = spearman_rows(base, graded)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, spearman_rows(tuned, graded) / b, math.nan)
+
+
+def paired_retention(base: np.ndarray, a: np.ndarray, b: np.ndarray, graded: np.ndarray, resamples: int,
+                     confidence: float, seed: int) -> dict[str, float]:
+    """Difference (b minus a) in general-set retention between two models scored on the same general pairs
+    (the same base scores for both), with an interval from resampling the pairs once for both."""
+    def diff(i: np.ndarray) -> np.ndarray:
+        return retention_rows(base[i], b[i], graded[i]) - retention_rows(base[i], a[i], graded[i])
+
+    whole = np.arange(len(graded))[None]
+    lo, hi = bootstrap_ci(diff, len(graded), resamples, confidence, seed)
+    return {"retention_diff": float(diff(whole)[0]), "retention_diff_ci_low": lo, "retention_diff_ci_high": hi}
+
+
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, y: np.ndarray, graded: np.ndarray, resamples: int,
                      confidence: float, seed: int) -> dict[str, float]:
     """Difference (b minus a) in AUC and Spearman between two models scored on the same pairs, with

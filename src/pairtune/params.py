@@ -213,6 +213,9 @@ class Export:
     int8_auc_tol: float  # int8 vs fp32 ONNX eval AUC: largest |delta| allowed
     int8_spearman_tol: float  # int8 vs fp32 ONNX eval Spearman: largest |delta| allowed
     strict: bool  # a variant over its tolerance fails the stage (else it is left out and its status says why)
+    # which model dvc.yaml's export ships: the operating point interpolate chose on dev + general (chosen)
+    # or the model as trained, alpha 1 (tuned)
+    operating_point: Literal["chosen", "tuned"]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pairtune.generate import PAIR_TYPE_WORDS
-from pairtune.metrics import paired_bootstrap
+from pairtune.metrics import auc_rows, paired_bootstrap, paired_retention, retention_rows, spearman_rows
 
 MODELS = ("base", "full", "lora")
 COLORS = {"base": "#8c8c8c", "full": "#1f77b4", "lora": "#d62728"}
@@ -63,6 +63,7 @@ class Inputs:
     tune: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, plots/tune_<mode>/trials.json
     plateau: float = 0.005  # report.plateau: a dev-metric change over the last epoch smaller than this is flat
     names: tuple[str, str] = ("similar", "dissimilar")  # data.positive_name, data.negative_name
+    operating: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, plots/interpolate_<m>/chosen.json
 
 
 def _png(fig: Any) -> str:
@@ -261,32 +262,41 @@ def _tune_chart(inp: Inputs) -> tuple[str, str, str]:
 
 
 def _tradeoff_chart(inp: Inputs) -> tuple[str, str, str]:
-    """Per mode: in-domain dev AUC against general Spearman along alpha (or dev AUC against alpha)."""
+    """Both methods on one chart: in-domain dev AUC against general retention along alpha, the chosen
+    operating points starred (without a general set: dev AUC against alpha, a panel per method)."""
     import matplotlib.pyplot as plt
 
     modes = sorted(inp.alpha_curves)
-    fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 3.6), squeeze=False)
-    general = all("general_spearman" in inp.alpha_curves[m][0] for m in modes)
-    for ax, mode in zip(axes[0], modes, strict=True):
+    general = all("retention" in inp.alpha_curves[m][0] for m in modes)
+    panels = 1 if general else len(modes)
+    fig, axes = plt.subplots(1, panels, figsize=(7 if general else 5 * panels, 4.2 if general else 3.6),
+                             squeeze=False)
+    for k, mode in enumerate(modes):
+        ax = axes[0][0 if general else k]
         rows = inp.alpha_curves[mode]
-        xs = [r["general_spearman"] if general else r["alpha"] for r in rows]
+        xs = [r["retention"] if general else r["alpha"] for r in rows]
         ys = [r.get("dev_auc", math.nan) for r in rows]
-        ax.plot(xs, ys, marker="o", color=COLORS.get(mode, "k"))
+        ax.plot(xs, ys, marker="o", color=COLORS.get(mode, "k"), label=MODE_NAMES.get(mode, mode))
         for r, x, y in zip(rows, xs, ys, strict=True):
-            ax.annotate(f"{r['alpha']:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
-        ax.scatter([xs[0]], [ys[0]], s=80, color=COLORS["base"], zorder=3, label="base (alpha 0)")
-        ax.scatter([xs[-1]], [ys[-1]], s=80, marker="s", color=COLORS.get(mode, "k"), zorder=3,
-                   label=f"{mode} (alpha 1)")
+            ax.annotate(f"{r['alpha']:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7,
+                        color=COLORS.get(mode, "k"))
         chosen = inp.interpolate.get(mode, {}).get("alpha")
         if chosen is not None:
-            i = min(range(len(rows)), key=lambda k: abs(rows[k]["alpha"] - chosen))
-            ax.scatter([xs[i]], [ys[i]], s=220, marker="*", color="#ff9f1c", zorder=4, label=f"chosen alpha {chosen:g}")
-        ax.set_xlabel("general Spearman" if general else "alpha")
+            i = min(range(len(rows)), key=lambda j: abs(rows[j]["alpha"] - chosen))
+            ax.scatter([xs[i]], [ys[i]], s=260, marker="*", color=COLORS.get(mode, "k"), edgecolor="#ff9f1c",
+                       linewidth=1.5, zorder=4, label=f"{MODE_NAMES.get(mode, mode)}: chosen alpha {chosen:g}")
+        if k == 0 or not general:
+            ax.scatter([xs[0]], [ys[0]], s=80, color=COLORS["base"], zorder=3, label="base (alpha 0)")
+        ax.set_xlabel("general retention (Spearman / base's)" if general else "alpha")
         ax.set_ylabel("dev AUC")
-        ax.set_title(mode)
+        if not general:
+            ax.set_title(mode)
         ax.legend(fontsize=7, loc="lower left")
-    caption = ("theta(alpha) = base + alpha * (tuned - base); numbers next to points are alpha. Both axes are "
-               "dev/general figures: alpha is chosen here, then scored once on eval (table above)."
+    if general:
+        axes[0][0].set_title("dev AUC against general retention, along alpha", fontsize=10)
+    caption = ("theta(alpha) = base + alpha * (tuned - base); numbers next to points are alpha; up and to the "
+               "right is better on both axes. Both are dev/general figures: each method's alpha (the star) is chosen "
+               "here, then scored once on eval (table above)."
                if general else "No general set (general.path is empty): dev AUC along alpha only.")
     sampled = {m: i for m, i in inp.interpolate.items() if i.get("general_grid_pairs", 0) < i.get("general_pairs", 0)}
     for mode, i in sorted(sampled.items()):
@@ -329,7 +339,37 @@ def compare(inp: Inputs) -> dict[str, float]:
         share = _gain_share(*(inp.metrics[n].get(key, math.nan) for n in MODELS))
         if not math.isnan(share):
             out[f"lora_share_of_full_gain_{key}"] = round(share, 6)
+    out.update(compare_operating(inp, y, graded))
     return out
+
+
+def compare_operating(inp: Inputs, y: np.ndarray, graded: np.ndarray) -> dict[str, float]:
+    """Both axes at each method's operating point (the alpha the interpolate stage chose on dev + general):
+    its eval AUC / Spearman and general retention, and LoRA minus full on each with paired intervals (eval
+    pairs resampled once for both methods; general pairs likewise). Empty without both operating points."""
+    op = inp.operating
+    if not all(op.get(m, {}).get("eval_scores") for m in ("full", "lora")):
+        return {}
+    s = {m: np.array(op[m]["eval_scores"], dtype=float) for m in ("full", "lora")}
+    if len(s["full"]) != len(y) or len(s["lora"]) != len(y):
+        raise ValueError("the operating points' eval scores do not match the eval split (rerun interpolate)")
+    out: dict[str, float] = {}
+    for m in ("full", "lora"):
+        out[f"op_{m}_alpha"] = float(op[m]["alpha"])
+        out[f"op_{m}_auc"] = float(auc_rows(s[m][None], y[None])[0])
+        out[f"op_{m}_spearman"] = float(spearman_rows(s[m][None], graded[None])[0])
+    for k, v in paired_bootstrap(s["full"], s["lora"], y, graded, inp.bootstrap, inp.confidence, inp.seed).items():
+        out[f"op_lora_vs_full_{k}"] = v
+    if all("general_scores" in op[m] for m in ("full", "lora")):
+        g = np.array(op["full"]["general_labels"], dtype=float)
+        base = np.array(op["full"]["general_base_scores"], dtype=float)
+        gs = {m: np.array(op[m]["general_scores"], dtype=float) for m in ("full", "lora")}
+        for m in ("full", "lora"):
+            out[f"op_{m}_retention"] = retention_rows(base[None], gs[m][None], g[None])[0]
+        for k, v in paired_retention(base, gs["full"], gs["lora"], g, inp.bootstrap, inp.confidence,
+                                     inp.seed).items():
+            out[f"op_lora_vs_full_{k}"] = v
+    return {k: round(v, 6) for k, v in out.items()}
 
 
 NAMES = {"auc": "AUC", "spearman": "Spearman"}
@@ -534,12 +574,17 @@ def _export_rows(inp: Inputs) -> list[dict[str, str]]:
     rows = []
     for mode, e in sorted(inp.exports.items()):
         status = e.get("status", {})
+        alpha = e.get("alpha", 1.0)
+        # the standalone folder reproduces the model it was made from: at alpha 1 the tuned model (evaluate's
+        # eval figures), else the interpolate stage's operating point (its eval figures)
+        standalone = inp.metrics.get(mode, {}) if alpha == 1 else {
+            k.removeprefix("eval_"): v for k, v in inp.interpolate.get(mode, {}).items() if k.startswith("eval_")}
         for variant, file, prefix, size in VARIANTS:
-            # the standalone folder is the pipeline's own model, so its eval figures are evaluate's
-            src = inp.metrics.get(mode, {}) if variant == "standalone" else {k.removeprefix(prefix): v
-                                                                              for k, v in e.items() if k.startswith(prefix)}
+            src = standalone if variant == "standalone" else {k.removeprefix(prefix): v
+                                                              for k, v in e.items() if k.startswith(prefix)}
             ok = status.get(variant, "ok") == "ok"
-            rows.append({"mode": mode, "variant": variant, "file": file, "status": status.get(variant, "ok"),
+            rows.append({"mode": mode, "alpha": f"{alpha:g}", "variant": variant, "file": file,
+                         "status": status.get(variant, "ok"),
                          "auc": _fmt(src.get("auc", math.nan)) if ok else "",
                          "spearman": _fmt(src.get("spearman", math.nan)) if ok else "",
                          "mb": f"{e[f'bytes_{size}'] / 1e6:.1f}" if ok and f"bytes_{size}" in e else ""})
@@ -587,6 +632,55 @@ def alpha_rule(params: dict[str, Any]) -> str:
             f"{params.get('interpolate.max_auc_drop')} of the best alpha's")
 
 
+SEEDS_NOTE = ("Intervals cover the sampling of eval (and general) pairs for one training run per method; how far "
+              "another training seed would move each figure is not measured.")
+
+
+def verdict_axes(inp: Inputs, comparison: dict[str, float]) -> str:
+    """The verdict on both axes a user pays for, at each method's operating point (the alpha chosen on dev +
+    general): in-domain eval quality and general retention, LoRA minus full on each with a paired interval,
+    then the trade-off in one plain sentence. One-axis, and said so, where there is no general set."""
+    c, key = comparison, primary(inp)
+    if "op_full_alpha" not in c:
+        return ""
+    name = NAMES[key]
+    d, lo, hi = (c[f"op_lora_vs_full_{key}_diff{s}"] for s in ("", "_ci_low", "_ci_high"))
+    where = {0: "equal in-domain", 1: "LoRA is better in-domain", -1: "full fine-tuning is better in-domain"}[
+        _moved(c, "op_lora", "full", key)]
+    out = (f"On both axes, at each method's operating point (alpha chosen on dev + the general set, never eval: "
+           f"full {c['op_full_alpha']:g}, LoRA {c['op_lora_alpha']:g}): eval {name} {c[f'op_full_{key}']:.3f} (full) "
+           f"and {c[f'op_lora_{key}']:.3f} (LoRA), LoRA minus full {_signed(d)} [{_signed(lo)}, {_signed(hi)}]")
+    if "op_lora_vs_full_retention_diff" not in c:
+        skipped = next((i["general_skipped"] for i in inp.interpolate.values() if i.get("general_skipped")), "")
+        why = f"the general set was skipped ({skipped})" if skipped else "there is no general set (general.path)"
+        return (f"{out}. The verdict is one-axis: {why}, so what tuning cost outside this data is not measured. "
+                f"{SEEDS_NOTE}")
+    it = inp.interpolate
+    kept = [f"{it[m]['retention']:.2f} [{it[m]['retention_ci_low']:.2f}, {it[m]['retention_ci_high']:.2f}] ({label})"
+            for m, label in (("full", "full"), ("lora", "LoRA"))]
+    rd, rlo, rhi = (c[f"op_lora_vs_full_retention_diff{s}"] for s in ("", "_ci_low", "_ci_high"))
+    tell = "" if rlo > 0 or rhi < 0 else " (the general set cannot tell them apart)"
+    kept_more = "lora" if rlo > 0 else "full" if rhi < 0 else None
+    rf, rl = it["full"]["retention"], it["lora"]["retention"]
+    if kept_more and _moved(c, "op_lora", "full", key) == (1 if kept_more == "lora" else -1):
+        short = (f"{MODE_NAMES[kept_more]} is better on both axes: in-domain, and it keeps "
+                 f"{rl if kept_more == 'lora' else rf:.2f} of the base's general similarity against "
+                 f"{rf if kept_more == 'lora' else rl:.2f}")
+    else:
+        short = (f"{where}; full fine-tuning keeps {rf:.2f} of the base's general similarity, LoRA {rl:.2f}{tell}")
+    return (f"{out}; general retention (Spearman / the base's) {kept[0]} and {kept[1]}, LoRA minus full "
+            f"{_signed(rd)} [{_signed(rlo)}, {_signed(rhi)}]. In short: {short}. {_shipped(inp, c)} {SEEDS_NOTE}")
+
+
+def _shipped(inp: Inputs, c: dict[str, float]) -> str:
+    """Which models models/export holds: these operating points, or the alpha-1 models (export.operating_point)."""
+    alphas = {m: inp.exports.get(m, {}).get("alpha") for m in ("full", "lora")}
+    if all(a is not None and abs(a - c[f"op_{m}_alpha"]) < 1e-9 for m, a in alphas.items()):
+        return "models/export ships these operating points (export.operating_point: chosen)."
+    return ("models/export holds the models as trained (alpha 1; export.operating_point: tuned); these operating "
+            "points are models/interpolated/.")
+
+
 def build(inp: Inputs) -> tuple[str, dict[str, float]]:
     """The report HTML and the comparison metrics."""
     from importlib.resources import files
@@ -631,7 +725,7 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
     env.filters["by_count"] = by_count
     template = env.from_string(files("pairtune").joinpath("templates/report.html").read_text(encoding="utf-8"))
     html = template.render(
-        verdict=verdict(inp, comparison), summary=error_summary(inp), charts=charts(inp), rows=rows, models=MODELS,
+        verdict=verdict(inp, comparison), verdict_axes=verdict_axes(inp, comparison), summary=error_summary(inp), charts=charts(inp), rows=rows, models=MODELS,
         cost=cost,
         comparison=sorted(comparison.items()), details=inp.details, examples=inp.examples, data=inp.data,
         params=inp.params, versions=sorted(inp.versions.items()), bootstrap=inp.bootstrap,
