@@ -177,7 +177,10 @@ def test_2_minimal_reruns(repo):
     assert _with_param(repo, "report.examples", 2) == {"report"}
     # the report shows what each export shipped: a tolerance that could change that reruns it too
     assert _with_param(repo, "export.int8_auc_tol", 0.3) == {"export@full", "export@lora", "report"}
-    assert _with_param(repo, "interpolate.max_auc_drop", 0.1) == {"interpolate@full", "interpolate@lora", "report"}
+    # the exports are the interpolate stage's operating points (export.operating_point: chosen)
+    assert _with_param(repo, "interpolate.max_auc_drop", 0.1) == {"interpolate@full", "interpolate@lora",
+                                                                  "export@full", "export@lora", "report"}
+    assert _with_param(repo, "export.operating_point", "tuned") == {"export@full", "export@lora", "report"}
     everything = {"generate", "prepare", "base", "tune@full", "tune@lora", "train@full", "train@lora",
                   "evaluate@base", "evaluate@full",
                   "evaluate@lora", "interpolate@full", "interpolate@lora", "export@full", "export@lora", "report"}
