@@ -320,22 +320,21 @@ def operating(read: Read) -> str:
     for mode, m in b["modes"].items():
         pipe, joint = m["pipeline"], m["joint"]
         for r in m["per_lr"]:
-            marks = [w for w, hit in (("search's choice", r["lr"] == pipe["lr"]), ("joint rule's", r["lr"] == joint["lr"]))
-                     if hit]
+            marks = [w for w, hit in (("search", r["lr"] == pipe["lr"]), ("joint", r["lr"] == joint["lr"])) if hit]
             ci = r["retention_at_chosen_ci"]
             rows.append([MODE_TITLE[mode], _lr(r["lr"]) + (f" ({', '.join(marks)})" if marks else ""),
                          _f(r["trial_dev_auc"], 3) if r["trial_dev_auc"] is not None else "",
-                         _f(r["dev_auc_alpha1"], 3), _f(r["retention_alpha1"], 2), f"{r['chosen_alpha']:g}",
-                         _f(r["dev_auc_at_chosen"], 3), _f(r["eval_auc_at_chosen"], 3),
-                         _ci(r["retention_at_chosen"], ci[0], ci[1], 2), f"{r['train_s']:.0f} s"])
+                         f"{_f(r['dev_auc_alpha1'])} / {_f(r['retention_alpha1'], 2)}",
+                         f"{r['chosen_alpha']:g}: {_f(r['dev_auc_at_chosen'])} / {_f(r['eval_auc_at_chosen'])}",
+                         _ci(r["retention_at_chosen"], ci[0], ci[1], 2)])
         notes.append(f"- {MODE_TITLE[mode]}: trials rank the rates {', '.join(map(_lr, m['trial_order']))} (best first), "
                      f"full-length training {', '.join(map(_lr, m['full_length_order']))}; the pipeline's operating "
                      f"point is lr {_lr(pipe['lr'])}, alpha {pipe['alpha']:g} (dev AUC {_f(pipe['dev_auc'])}, retention "
                      f"{_f(pipe['retention'], 2)}); the same rule over every (lr, alpha) at once picks lr "
                      f"{_lr(joint['lr'])}, alpha {joint['alpha']:g} (dev AUC {_f(joint['dev_auc'])}, retention "
                      f"{_f(joint['retention'], 2)}).")
-    return (_table(["method", "lr", "dev AUC in the search's trial", "dev AUC, alpha 1", "retention, alpha 1",
-                    "chosen alpha", "dev AUC there", "eval AUC there", "retention there", "training"], rows)
+    return (_table(["method", "lr", "trial dev AUC",
+                    "alpha 1: dev AUC / retention", "chosen alpha: dev / eval AUC", "retention there"], rows)
             + "\n" + "\n".join(notes) + f"\n\nRule: {b['rule']}; training seed {b['seed']}; {b['machine']}; {b['date']}.\n")
 
 
