@@ -405,3 +405,14 @@ def test_without_a_general_set_the_verdict_says_it_is_one_axis(inputs):
     line = verdict_axes(inp, comp)
     assert "The verdict is one-axis: there is no general set (general.path)" in line
     assert verdict_axes(inputs, compare(inputs)) == ""  # no operating points (an old run): no second line
+
+
+def test_a_skipped_general_set_makes_the_verdict_one_axis_and_says_why(inputs):
+    """A general set the base cannot rank is skipped by interpolate (general_skipped): the verdict names it."""
+    from pairtune.report import compare, verdict_axes
+
+    it = {m: {**inputs.interpolate[m], "general": 0, "general_skipped": "data/general/x.tsv: base Spearman -0.1"}
+          for m in ("full", "lora")}
+    inp = _with(inputs, operating=_operating(inputs, general=False), interpolate=it)
+    line = verdict_axes(inp, compare(inp))
+    assert "The verdict is one-axis: the general set was skipped (data/general/x.tsv: base Spearman -0.1)" in line
