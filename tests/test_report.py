@@ -389,6 +389,8 @@ def test_the_verdict_weighs_both_axes_at_the_operating_points(inputs):
     assert "one training run per method" in line and "one-axis" not in line
     html, _ = build(inp)
     assert line.replace("'", "&#39;") in html
+    assert "These are the models as trained (alpha 1); the next line compares each method at its operating " \
+           "point." in html
     # the same general scores for both methods: nothing to tell apart, and the sentence says so
     same = {m: dict(op[m], general_scores=op["full"]["general_scores"]) for m in op}
     comp = compare(_with(inp, operating=same))

@@ -672,6 +672,12 @@ def verdict_axes(inp: Inputs, comparison: dict[str, float]) -> str:
             f"{_signed(rd)} [{_signed(rlo)}, {_signed(rhi)}]. In short: {short}. {_shipped(inp, c)} {SEEDS_NOTE}")
 
 
+def _as_trained(first: str, second: str) -> str:
+    """The first verdict line says which models it compares when a second line compares others."""
+    return (f"{first} These are the models as trained (alpha 1); the next line compares each method at its "
+            "operating point.") if second else first
+
+
 def _shipped(inp: Inputs, c: dict[str, float]) -> str:
     """Which models models/export holds: these operating points, or the alpha-1 models (export.operating_point)."""
     alphas = {m: inp.exports.get(m, {}).get("alpha") for m in ("full", "lora")}
@@ -725,7 +731,8 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
     env.filters["by_count"] = by_count
     template = env.from_string(files("pairtune").joinpath("templates/report.html").read_text(encoding="utf-8"))
     html = template.render(
-        verdict=verdict(inp, comparison), verdict_axes=verdict_axes(inp, comparison), summary=error_summary(inp), charts=charts(inp), rows=rows, models=MODELS,
+        verdict=_as_trained(verdict(inp, comparison), verdict_axes(inp, comparison)),
+        verdict_axes=verdict_axes(inp, comparison), summary=error_summary(inp), charts=charts(inp), rows=rows, models=MODELS,
         cost=cost,
         comparison=sorted(comparison.items()), details=inp.details, examples=inp.examples, data=inp.data,
         params=inp.params, versions=sorted(inp.versions.items()), bootstrap=inp.bootstrap,
