@@ -16,12 +16,11 @@ import _checkout  # noqa: F401 (first: this checkout's src/, whatever pairtune i
 import argparse
 from pathlib import Path
 
-import numpy as np
 
 from pairtune import io, models, params
 from pairtune.data import read_prepared
 from pairtune.errors import run_stage, setup_logging
-from pairtune.evaluation import EMBEDDINGS, EMBEDDINGS_KEY, embeddings_key, evaluate, headline, unique_texts
+from pairtune.evaluation import embeddings_key, evaluate, headline, save_embeddings, unique_texts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,8 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     with io.atomic_dir(args.plots) as tmp:
         for name in ("roc", "scores", "histogram", "predictions", "details"):
             io.write_json(tmp / f"{name}.json", getattr(result, name))
-        np.save(tmp / EMBEDDINGS, emb)
-        io.write_json(tmp / EMBEDDINGS_KEY, {"key": key, "texts": len(texts), "device": str(device)})
+        save_embeddings(tmp, emb, key, str(device))  # interpolate and export reuse them
     io.write_json(args.metrics, {args.name or Path(args.model).name: headline(result.metrics)})
 
 

@@ -6,7 +6,8 @@ nothing (a broken model stops the run); an ONNX fp32 or int8 variant over its to
 its status says why (metrics, model card, pairtune.json), unless `export.strict` makes it fail the stage.
 Reads params `export.*`, `data.positive_threshold`, `data.positive_name`, `data.negative_name`, `evaluate.batch_size`, `evaluate.confidence`,
 <model>/, <data>/{train,dev,eval}.jsonl and <evaluate> (the metrics the model card quotes; beside it, evaluate's
-embeddings of the same texts, used as the reference instead of encoding again where their key matches).
+embeddings of the same texts, used as the reference instead of encoding again where their key matches; for
+--chosen, interpolate's encode of its chosen model in --chosen-plots).
 Writes <out>/ (standalone folder + onnx/ + model card + dev threshold) and <metrics> (parity and sizes).
 Which model: `export.operating_point` picks between --tuned (alpha 1, figures in --tuned-evaluate) and --chosen
 (the interpolate stage's operating point, figures in --chosen-metrics); --trained (DVCLive's train.json) gives
@@ -28,7 +29,7 @@ import numpy as np
 from pairtune import export, io, models, params
 from pairtune.data import read_prepared
 from pairtune.errors import PairtuneError, run_stage, setup_logging
-from pairtune.evaluation import EMBEDDINGS, EMBEDDINGS_KEY, embeddings_key, unique_texts
+from pairtune.evaluation import EMBEDDINGS, embeddings_key, stored_embeddings, unique_texts
 
 log = logging.getLogger("export")
 
@@ -40,13 +41,14 @@ def main(argv: list[str] | None = None) -> None:
     # One model as given (--model, with its eval figures in --evaluate), or, as dvc.yaml runs it, both
     # candidates and `export.operating_point` picks: the model as trained (--tuned, alpha 1) or the operating
     # point the interpolate stage chose on dev + general (--chosen, its figures in --chosen-metrics).
-    for flag in ("--model", "--evaluate", "--tuned", "--tuned-evaluate", "--chosen", "--chosen-metrics", "--trained"):
+    for flag in ("--model", "--evaluate", "--tuned", "--tuned-evaluate", "--chosen", "--chosen-metrics", "--chosen-plots",
+                 "--trained"):
         ap.add_argument(flag)
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     setup_logging()
     p = params.load(args.params)
-    source, evaluate_path, operating = _pick(args, p.export.operating_point)
+    source, evaluate_path, operating, stored = _pick(args, p.export.operating_point)
     dev, eval_ = read_prepared(f"{args.data}/dev.jsonl"), read_prepared(f"{args.data}/eval.jsonl")
     n_train = len(read_prepared(f"{args.data}/train.jsonl"))
     evaluate = json.loads(Path(evaluate_path).read_text(encoding="utf-8"))
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     if "auc" not in evaluate and "eval_auc" in evaluate:  # interpolate's: its eval figures are eval_*
         evaluate = {k.removeprefix("eval_"): v for k, v in evaluate.items() if k.startswith("eval_")}
     model = models.load_model(source, "cpu")  # exports are CPU artefacts, parity is checked on the CPU
-    ref = _reusable(Path(evaluate_path).parent, unique_texts(dev, eval_), source, p.evaluate.batch_size)
+    ref = _reusable(stored, unique_texts(dev, eval_), source, p.evaluate.batch_size)
     with io.atomic_dir(args.out) as tmp:
         figures = export.build(model, Path(source), tmp, dev, eval_, n_train, evaluate, p.export,
                                p.data.positive_threshold, p.evaluate.batch_size, p.evaluate.confidence,
@@ -68,15 +70,16 @@ def main(argv: list[str] | None = None) -> None:
     io.write_json(args.metrics, figures)
 
 
-def _pick(args: argparse.Namespace, point: str) -> tuple[str, str, dict[str, float]]:
-    """The folder to export, the file of its eval figures, and its operating point (lr, alpha, retention)."""
+def _pick(args: argparse.Namespace, point: str) -> tuple[str, str, dict[str, float], Path | None]:
+    """The folder to export, the file of its eval figures, its operating point (lr, alpha, retention) and the
+    folder that may hold its stored encode (evaluate's or interpolate's)."""
     both = {"--tuned": args.tuned, "--tuned-evaluate": args.tuned_evaluate, "--chosen": args.chosen,
             "--chosen-metrics": args.chosen_metrics}
     if args.model:
         if any(both.values()) or not args.evaluate:
             raise PairtuneError("export: give --model with --evaluate, or --tuned, --tuned-evaluate, --chosen and "
                                 "--chosen-metrics (as dvc.yaml does), not a mix")
-        return args.model, args.evaluate, {}
+        return args.model, args.evaluate, {}, Path(args.evaluate).parent
     if missing := [flag for flag, v in both.items() if not v]:
         raise PairtuneError(f"export: missing {', '.join(missing)} (or give --model and --evaluate)")
     interp = json.loads(Path(args.chosen_metrics).read_text(encoding="utf-8"))
@@ -90,24 +93,22 @@ def _pick(args: argparse.Namespace, point: str) -> tuple[str, str, dict[str, flo
     if point == "chosen":
         op["alpha"] = interp["alpha"]
         log.info("export.operating_point chosen: %s (alpha %g, chosen on dev + general)", args.chosen, interp["alpha"])
-        return args.chosen, args.chosen_metrics, op
+        return args.chosen, args.chosen_metrics, op, Path(args.chosen_plots) if args.chosen_plots else None
     op["alpha"] = 1.0
     log.info("export.operating_point tuned: %s (alpha 1, the model as trained)", args.tuned)
-    return args.tuned, args.tuned_evaluate, op
+    return args.tuned, args.tuned_evaluate, op, Path(args.tuned_evaluate).parent
 
 
-def _reusable(folder: Path, texts: list[str], model: str, batch_size: int) -> np.ndarray | None:
-    """Evaluate's CPU embeddings of `texts` by this model in these batches, if `folder` has them (else None:
-    the export encodes them itself; evaluate on a GPU gives CUDA's numbers, which parity must not use)."""
-    try:
-        stored = json.loads((folder / EMBEDDINGS_KEY).read_text(encoding="utf-8"))["key"]
-    except (OSError, ValueError, KeyError):
+def _reusable(folder: Path | None, texts: list[str], model: str, batch_size: int) -> np.ndarray | None:
+    """The stored CPU encode of `texts` by this model in these batches, if `folder` has it (else None: the export
+    encodes them itself; an encode on a GPU gives CUDA's numbers, which parity must not use)."""
+    if folder is None:
         return None
-    if stored != embeddings_key(texts, models.identity(model), "cpu", batch_size):
-        log.info("%s: computed from other texts, model, device or batch size: encoding again", folder / EMBEDDINGS)
-        return None
-    log.info("reference embeddings: %s (evaluate's encode of the same %d texts)", folder / EMBEDDINGS, len(texts))
-    return np.load(folder / EMBEDDINGS)
+    ref = stored_embeddings(folder, embeddings_key(texts, models.identity(model), "cpu", batch_size))
+    if ref is not None:
+        log.info("reference embeddings: %s (the same %d texts, encoded by an earlier stage)", folder / EMBEDDINGS,
+                 len(texts))
+    return ref
 
 
 if __name__ == "__main__":

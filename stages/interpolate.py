@@ -5,11 +5,15 @@ dev split (AUC, Spearman) and on the general-domain pairs of `general.path` (Spe
 general Spearman / the base's). alpha is chosen on those alone, then the chosen model is written as an
 ordinary model folder (LoRA: the adapter with B scaled by alpha) and scored once on eval.
 Reads params `seed`, `data.positive_threshold`, `train.device`, `evaluate.{batch_size,bootstrap,confidence}`,
-`general.*`, `interpolate.*`, <base>/ (fingerprint), <model>/, <data>/{dev,eval}.jsonl.
-Writes <out>/ (the chosen model), <metrics>, <plots>/curve.json (one row per alpha) and <plots>/chosen.json
-(the chosen alpha's eval and general scores, pair by pair, for the report's paired comparison).
+`general.*`, `interpolate.*`, <base>/ (fingerprint), <model>/, <data>/{dev,eval}.jsonl and, if given, evaluate's
+encodes of the base (--base-plots) and of the model (--model-plots): alpha 0 and 1 are those weights, so their
+texts are not embedded again where the encode's key matches.
+Writes <out>/ (the chosen model), <metrics>, <plots>/curve.json (one row per alpha scored), <plots>/chosen.json
+(the chosen alpha's eval and general scores, pair by pair, for the report's paired comparison) and the chosen
+model's encode of the dev and eval texts (<plots>/embeddings.npy: export's parity reference).
 Run: python stages/interpolate.py --base models/base --model models/lora --data data/prepared \
-         --out models/interpolated/lora --metrics metrics/interpolate_lora.json --plots plots/interpolate_lora
+         --out models/interpolated/lora --metrics metrics/interpolate_lora.json --plots plots/interpolate_lora \
+         [--base-plots plots/evaluate_base --model-plots plots/evaluate_lora]
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pairtune import io, models, params
 from pairtune import metrics as M
 from pairtune.data import read_pairs, read_prepared
 from pairtune.errors import run_stage, setup_logging
-from pairtune.evaluation import unique_texts
+from pairtune.evaluation import embeddings_key, save_embeddings, stored_embeddings, unique_texts
 
 log = logging.getLogger("interpolate")
 
@@ -35,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for flag in ("--base", "--model", "--data", "--out", "--metrics", "--plots"):
         ap.add_argument(flag, required=True)
+    for flag in ("--base-plots", "--model-plots"):  # evaluate's plots folders: their stored encodes
+        ap.add_argument(flag)
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     setup_logging()
@@ -57,9 +63,15 @@ def main(argv: list[str] | None = None) -> None:
     device = models.pick_device(p.train.device)
     interp = I.Interpolator.between(models.load_model(args.base, device), models.load_model(args.model, device))
     cache: I.Cache = {}
-    rows, _ = I.sweep(interp, alphas, splits, ev.batch_size, cache)
+    texts = unique_texts(dev, eval_)  # what evaluate encoded, and the chosen model's encode below
+    for alpha, folder, model_dir in ((0.0, args.base_plots, args.base), (1.0, args.model_plots, args.model)):
+        stored = stored_embeddings(Path(folder), embeddings_key(
+            texts, models.identity(model_dir), str(device), ev.batch_size)) if folder else None
+        if stored is not None:
+            I.prefill(cache, alpha, texts, stored)
+    rows, _ = I.sweep(interp, alphas, splits, ev.batch_size, cache, I.stop_below(p.interpolate))
     out: dict[str, float | str] = {"general": int(bool(g.path)), "grid_points": len(alphas),
-                             "dev_grid_pairs": len(splits["dev"].pairs)}
+                             "grid_scored": len(rows), "dev_grid_pairs": len(splits["dev"].pairs)}
     if gen is not None and (problem := I.retention_problem(rows)):
         # An optional check: a general set the base cannot rank costs the retention figures, not the run.
         log.warning("general set %s: %s; alpha is chosen on dev AUC alone", g.path, problem)
@@ -91,8 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     with io.atomic_dir(args.out) as tmp:
         I.write_model(interp, alpha, Path(args.model), tmp)
         model = models.load_model(tmp, device)  # the artefact itself, through the guard, is what eval scores
-    texts = unique_texts(eval_)
-    s = M.pair_scores(models.embed(model, texts, ev.batch_size), {t: i for i, t in enumerate(texts)}, eval_)
+        identity = models.identity(tmp)
+    # dev too: export checks its copies of this model against this encode instead of encoding again
+    emb = models.embed(model, texts, ev.batch_size)
+    s = M.pair_scores(emb, {t: i for i, t in enumerate(texts)}, eval_)
     graded = np.array([q["label"] for q in eval_], dtype=float)
     y = (graded >= p.data.positive_threshold).astype(int)
     out.update(eval_auc=M.auc(s, y), eval_spearman=M.spearman(s, graded))
@@ -111,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         io.write_json(tmp / "curve.json", [{k: round(float(v), 6) for k, v in r.items() if not np.isnan(v)}
                                            for r in rows])
         io.write_json(tmp / "chosen.json", point)
+        save_embeddings(tmp, emb, embeddings_key(texts, identity, str(device), ev.batch_size), str(device))
     io.write_json(args.metrics, {k: v if isinstance(v, str) else round(float(v), 6) for k, v in out.items()
                                  if isinstance(v, str) or not np.isnan(v)})
 

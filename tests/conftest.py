@@ -131,7 +131,7 @@ TINY_PARAMS = {
                "int8_spearman_tol": 0.2, "strict": False, "operating_point": "chosen"},
     "general": {"path": "data/general/tiny.tsv", "text_1": "sentence1", "text_2": "sentence2", "label": "score",
                 "label_min": 0.0, "label_max": 5.0, "positive_threshold": 0.6},
-    "interpolate": {"steps": 4, "rule": "auc_drop", "max_auc_drop": 0.05, "min_retention": 0.5,
+    "interpolate": {"steps": 4, "search": "descend", "rule": "auc_drop", "max_auc_drop": 0.05, "min_retention": 0.5,
                     "grid_pairs": 0},
 }
 

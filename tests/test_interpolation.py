@@ -77,8 +77,9 @@ def _row(alpha, dev_auc, retention=None):
     return r
 
 
-def _cfg(rule="retention", max_auc_drop=0.005, min_retention=0.9):
-    return Interpolate(steps=4, rule=rule, max_auc_drop=max_auc_drop, min_retention=min_retention, grid_pairs=0)
+def _cfg(rule="retention", max_auc_drop=0.005, min_retention=0.9, search="grid"):
+    return Interpolate(steps=4, search=search, rule=rule, max_auc_drop=max_auc_drop, min_retention=min_retention,
+                       grid_pairs=0)
 
 
 def test_choice_rule():
@@ -98,19 +99,97 @@ def test_choice_rule():
         I.grid(0)
 
 
-def _stage(trained, name: str, params: str = "params.yaml", data: str = "data/prepared"):
+def _stage(trained, name: str, params: str = "params.yaml", data: str = "data/prepared", *extra: str):
     import interpolate as interpolate_stage  # stages/interpolate.py
 
     interpolate_stage.main(["--base", str(trained / "models/base"), "--model", str(trained / "models/lora"),
                             "--data", str(trained / data), "--out", str(trained / f"models/{name}"),
                             "--metrics", str(trained / f"metrics/{name}.json"), "--plots", str(trained / f"plots/{name}"),
-                            "--params", str(trained / params)])
+                            "--params", str(trained / params), *extra])
     return json.loads((trained / f"metrics/{name}.json").read_text())
+
+
+def _params_file(trained, name: str, **interpolate) -> str:
+    params = json.loads(json.dumps(__import__("conftest").TINY_PARAMS))
+    params["base"]["model"] = "unused"
+    params["interpolate"].update(interpolate)
+    write_params(trained / name, params)
+    return name
+
+
+def test_descend_scores_from_alpha_1_down_and_stops_off_the_plateau():
+    curve = {0.0: 0.3, 0.2: 0.6, 0.4: 0.9, 0.6: 0.96, 0.8: 0.97, 1.0: 0.968}
+    scored: list[float] = []
+
+    def score(a):
+        scored.append(a)
+        return {"alpha": a, "dev_auc": curve[a], "dev_spearman": curve[a], "retention": 1 - a}
+
+    rows = I.walk(list(curve), score, 0.02)
+    assert scored == [0.0, 1.0, 0.8, 0.6, 0.4]  # 0.4 is 0.07 under the best: 0.2 is not scored
+    assert [r["alpha"] for r in rows] == [0.0, 0.4, 0.6, 0.8, 1.0]
+    whole = [score(a) for a in curve]
+    assert I.choose(rows, _cfg("auc_drop", 0.02)) == I.choose(whole, _cfg("auc_drop", 0.02)) == (0.6, True)
+    scored.clear()
+    assert len(I.walk(list(curve), score, None)) == 6 and scored == list(curve)  # grid: every point, in order
+    scored.clear()
+    curve.update({a: math.nan for a in curve})  # one class in dev: no AUC to stop on, so every point is scored
+    assert len(I.walk(list(curve), score, 0.02)) == 6
+    assert I.stop_below(_cfg("auc_drop", 0.02, search="descend")) == 0.02
+    assert I.stop_below(_cfg("auc_drop", 0.02, search="grid")) is None
+    assert I.stop_below(_cfg("retention", search="descend")) is None  # it may choose anywhere on the curve
+
+
+def test_descend_and_evaluates_encodes_change_no_figure(trained, monkeypatch):
+    """The default search with evaluate's encodes of alpha 0 (the base) and 1 (the tuned model) reused gives the
+    whole grid's choice and figures byte for byte, embedding fewer texts; export then takes the chosen model's
+    encode as its parity reference and writes what it writes when it encodes again."""
+    import evaluate as evaluate_stage  # stages/evaluate.py
+    import export as export_stage
+    from test_export import _digests
+
+    monkeypatch.chdir(trained)
+    for m in ("base", "lora"):
+        evaluate_stage.main(["--model", f"models/{m}", "--data", "data/prepared", "--metrics",
+                             f"metrics/ev_{m}.json", "--plots", f"plots/ev_{m}"])
+    grid = _params_file(trained, "grid.yaml", search="grid")
+    encoded: list[str] = []
+    real = models.embed
+    monkeypatch.setattr(models, "embed", lambda m, t, bs=64, **kw: encoded.extend(t) or real(m, t, bs, **kw))
+    whole = _stage(trained, "interp_grid", grid)
+    n_grid = len(encoded)
+    encoded.clear()
+    fast = _stage(trained, "interp_fast", "params.yaml", "data/prepared", "--base-plots", "plots/ev_base",
+                  "--model-plots", "plots/ev_lora")
+    assert len(encoded) < n_grid
+    assert fast.pop("grid_scored") <= whole.pop("grid_scored") == 5
+    assert fast == whole
+    fast_curve = json.loads((trained / "plots/interp_fast/curve.json").read_text())
+    grid_curve = {r["alpha"]: r for r in json.loads((trained / "plots/interp_grid/curve.json").read_text())}
+    assert [r == grid_curve[r["alpha"]] for r in fast_curve] == [True] * len(fast_curve)
+    assert {0.0, 1.0, whole["alpha"]} <= {r["alpha"] for r in fast_curve}
+    for name in ("chosen.json", "embeddings.npy"):
+        assert (trained / f"plots/interp_fast/{name}").read_bytes() == (trained / f"plots/interp_grid/{name}").read_bytes()
+    assert _digests(trained / "models/interp_fast") == _digests(trained / "models/interp_grid")
+
+    def export(tag: str, *plots: str) -> str:
+        export_stage.main(["--chosen", "models/interp_fast", "--chosen-metrics", "metrics/interp_fast.json",
+                           "--tuned", "models/lora", "--tuned-evaluate", "plots/ev_lora/details.json",
+                           "--data", "data/prepared", "--out", f"models/exp_{tag}", "--metrics",
+                           f"metrics/exp_{tag}.json", *plots])
+        return (trained / f"metrics/exp_{tag}.json").read_text()
+
+    encoded.clear()
+    reused = export("reused", "--chosen-plots", "plots/interp_fast")
+    n_reused = len(encoded)
+    encoded.clear()
+    assert reused == export("encoded") and n_reused < len(encoded)
+    assert _digests(trained / "models/exp_reused") == _digests(trained / "models/exp_encoded")
 
 
 def test_stage_writes_retention_curve_and_model(trained, monkeypatch):
     monkeypatch.chdir(trained)
-    m = _stage(trained, "interp_lora")
+    m = _stage(trained, "interp_lora", _params_file(trained, "grid_lora.yaml", search="grid"))
     curve = json.loads((trained / "plots/interp_lora/curve.json").read_text())
     assert [r["alpha"] for r in curve] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert curve[0]["retention"] == 1.0 and {"dev_auc", "general_spearman", "general_auc"} <= set(curve[0])

@@ -147,6 +147,19 @@ def test_report_says_which_figures_come_from_a_sample(inputs):
     assert "seeded sample" not in build(inputs)[0]
 
 
+def test_report_says_which_alphas_the_descending_search_left_unscored(inputs):
+    """interpolate.search: descend scores alpha 0 and the grid from 1 down to the first point off the plateau:
+    the chart joins the base to that point with a dotted jump and the caption says why the rest is missing."""
+    import dataclasses
+
+    curves = {m: [c[0], *c[len(c) // 2:]] for m, c in inputs.alpha_curves.items()}
+    interp = {m: dict(i, grid_points=len(inputs.alpha_curves[m])) for m, i in inputs.interpolate.items()}
+    html, _ = build(dataclasses.replace(inputs, alpha_curves=curves, interpolate=interp))
+    lowest = curves["lora"][1]["alpha"]
+    assert f"LoRA: alphas between 0 and {lowest:g} were not scored (dotted)" in html
+    assert "were not scored" not in build(dataclasses.replace(inputs, interpolate=interp))[0]
+
+
 def test_report_shows_each_export_and_says_when_one_was_left_out(inputs):
     import dataclasses
 

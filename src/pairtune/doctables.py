@@ -213,10 +213,14 @@ def interpolation(read: Read) -> str:
     curves = {m: read(f"plots/interpolate_{m}/curve.json") for m in MODES}
     chosen = {m: read(f"metrics/interpolate_{m}.json")["alpha"] for m in MODES}
     rows = []
-    for i, point in enumerate(curves["full"]):
-        cells = [_f(point["alpha"], 1)]
+    by = {m: {p["alpha"]: p for p in curves[m]} for m in MODES}
+    for alpha in sorted(set().union(*by.values())):
+        cells = [_f(alpha, 1)]
         for m in MODES:
-            p = curves[m][i]
+            p = by[m].get(alpha)
+            if p is None:  # interpolate.search: descend scores only the points the choice can depend on
+                cells += ["not scored", ""]
+                continue
             mark = " **(chosen)**" if abs(p["alpha"] - chosen[m]) < 1e-9 else ""
             general = f"{_f(p['general_spearman'])} ({100 * p['retention']:.0f}%){mark}" \
                 if p.get("general_spearman") is not None else "n/a"
@@ -313,29 +317,53 @@ def quant(read: Read) -> str:
 
 
 def operating(read: Read) -> str:
-    """bench/operating.json: every learning rate of the search grid trained at full length and interpolated,
-    against the search's short trials and the pipeline's (lr, alpha) operating point."""
-    b = read("bench/operating.json")
-    rows, notes = [], []
-    for mode, m in b["modes"].items():
-        pipe, joint = m["pipeline"], m["joint"]
-        for r in m["per_lr"]:
-            marks = [w for w, hit in (("search", r["lr"] == pipe["lr"]), ("joint", r["lr"] == joint["lr"])) if hit]
-            ci = r["retention_at_chosen_ci"]
-            rows.append([MODE_TITLE[mode], _lr(r["lr"]) + (f" ({', '.join(marks)})" if marks else ""),
-                         _f(r["trial_dev_auc"], 3) if r["trial_dev_auc"] is not None else "",
-                         f"{_f(r['dev_auc_alpha1'])} / {_f(r['retention_alpha1'], 2)}",
-                         f"{r['chosen_alpha']:g}: {_f(r['dev_auc_at_chosen'])} / {_f(r['eval_auc_at_chosen'])}",
-                         _ci(r["retention_at_chosen"], ci[0], ci[1], 2)])
-        notes.append(f"- {MODE_TITLE[mode]}: trials rank the rates {', '.join(map(_lr, m['trial_order']))} (best first), "
-                     f"full-length training {', '.join(map(_lr, m['full_length_order']))}; the pipeline's operating "
-                     f"point is lr {_lr(pipe['lr'])}, alpha {pipe['alpha']:g} (dev AUC {_f(pipe['dev_auc'])}, retention "
-                     f"{_f(pipe['retention'], 2)}); the same rule over every (lr, alpha) at once picks lr "
-                     f"{_lr(joint['lr'])}, alpha {joint['alpha']:g} (dev AUC {_f(joint['dev_auc'])}, retention "
-                     f"{_f(joint['retention'], 2)}).")
-    return (_table(["method", "lr", "trial dev AUC",
-                    "alpha 1: dev AUC / retention", "chosen alpha: dev / eval AUC", "retention there"], rows)
-            + "\n" + "\n".join(notes) + f"\n\nRule: {b['rule']}; training seed {b['seed']}; {b['machine']}; {b['date']}.\n")
+    """bench/operating.json: per dataset, every learning rate of the search grid trained at full length and
+    interpolated on the whole alpha grid, against the search's short trials and the pipeline's (lr, alpha)
+    operating point; the descending alpha search replayed on each curve."""
+    runs = read("bench/operating.json")["runs"]
+    rows, notes, checks = [], [], []
+    for label, run in runs.items():
+        for mode, m in run["modes"].items():
+            pipe, joint = m["pipeline"], m["joint"]
+            for r in m["per_lr"]:
+                marks = [w for w, hit in (("search", r["lr"] == pipe["lr"]), ("joint", r["lr"] == joint["lr"])) if hit]
+                ci, d = r["retention_at_chosen_ci"], r.get("descend")
+                if d:
+                    checks.append(d)
+                rows.append([label, MODE_TITLE[mode], _lr(r["lr"]) + (f" ({', '.join(marks)})" if marks else ""),
+                             _f(r["trial_dev_auc"], 3) if r["trial_dev_auc"] is not None else "",
+                             f"{_f(r['dev_auc_alpha1'])} / {_f(r['retention_alpha1'], 2)}",
+                             f"{r['chosen_alpha']:g}: {_f(r['dev_auc_at_chosen'])} / {_f(r['eval_auc_at_chosen'])}",
+                             _ci(r["retention_at_chosen"], ci[0], ci[1], 2),
+                             (f"{d['alpha']:g}, {d['scored']} of {d['grid_points']}" + ("" if d["same"] else " (differs)"))
+                             if d else "not recorded"])
+            notes.append(f"- {label}, {MODE_TITLE[mode]}: " + _operating_note(m))
+    same = sum(c["same"] for c in checks)
+    scored, points = sum(c["scored"] for c in checks), sum(c["grid_points"] for c in checks)
+    first = next(iter(runs.values()))
+    return (_table(["data", "method", "lr", "trial dev AUC", "alpha 1: dev AUC / retention",
+                    "chosen alpha: dev / eval AUC", "retention there", "descend: alpha, points scored"], rows)
+            + "\n" + "\n".join(notes)
+            + f"\n\nThe descending search chose the whole grid's alpha on {same} of {len(checks)} curves, scoring {scored} "
+            f"of {points} grid points. Rule: {first['rule']}; training seed {first['seed']}; {first['machine']}; "
+            f"{', '.join(sorted({r['date'] for r in runs.values()}))}.\n")
+
+
+def _operating_note(m: dict[str, Any]) -> str:
+    """The pipeline's operating point against the joint (lr x alpha) pick, and what the search cost."""
+    pipe, joint = m["pipeline"], m["joint"]
+    text = (f"trials rank the rates {', '.join(map(_lr, m['trial_order']))} (best first), full-length training "
+            f"{', '.join(map(_lr, m['full_length_order']))}. Pipeline: lr {_lr(pipe['lr'])}, alpha {pipe['alpha']:g}, "
+            f"eval AUC {_f(pipe['eval_auc'])}, retention {_f(pipe['retention'], 2)}; the rule over every (lr, alpha): "
+            f"lr {_lr(joint['lr'])}, alpha {joint['alpha']:g}")
+    if "eval_auc_ci" in joint:
+        (elo, ehi), (rlo, rhi) = joint["eval_auc_ci"], joint["retention_ci"]
+        inside = elo <= pipe["eval_auc"] <= ehi and rlo <= pipe["retention"] <= rhi
+        text += (f", eval AUC {_ci(joint['eval_auc'], elo, ehi)}, retention {_ci(joint['retention'], rlo, rhi, 2)}: "
+                 f"the pipeline's point is {'inside' if inside else 'outside'} both intervals")
+    if "search_s" in m and "train_s" in pipe:
+        text += f". The search cost {m['search_s'] / pipe['train_s']:.2f} of a training run ({m['search_s']:.0f} s)"
+    return text + "."
 
 
 def bench(read: Read) -> str:
@@ -469,14 +497,52 @@ def turnaround(read: Read) -> str:
                                                                                     if s not in known]:
         rows.append([f"`{stage}`"] + [" / ".join(f"{m[side]['stages'][stage]['other_s']:.1f}" for side, _ in TURN_SIDES
                                                  if side in m) for _, m in kinds])
-    for key, label in (("lora_experiment_other_s", "**a LoRA experiment** (tune@lora ... report)"),
+    for key, label in (("lora_experiment_besides_training_s",
+                        "**a LoRA experiment besides training** (evaluate@lora, interpolate@lora, export@lora, report)"),
+                       ("lora_experiment_other_s", "**a LoRA experiment** (tune@lora ... report)"),
                        ("clean_repro_other_s", "**a clean repro** (every stage)")):
-        rows.append([label] + [" / ".join(f"**{m[side]['totals'][key]:.1f}**" for side, _ in TURN_SIDES if side in m)
-                               for _, m in kinds])
+        if all(key in m[side]["totals"] for _, m in kinds for side, _ in TURN_SIDES if side in m):
+            rows.append([label] + [" / ".join(f"**{m[side]['totals'][key]:.1f}**" for side, _ in TURN_SIDES
+                                              if side in m) for _, m in kinds])
     notes = "\n".join(f"- `{kind}`: {_machine_line(m)}; " + ", ".join(
         f"{side} = {m[side]['commit']}" for side, _ in TURN_SIDES if side in m and side != "warm")
         + f"; {m['runs']} run(s) a stage (tune and train: {m['train_runs']}), medians; {m['date']}" for kind, m in kinds)
     return _table(header, rows) + "\n" + notes + "\n"
+
+
+def _mmss(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(round(seconds % 60)):02d} s"
+
+
+def first_run(read: Read) -> str:
+    """bench/first_run.json: a fresh clone's `make install` + `make repro`, per machine kind."""
+    rows, notes = [], []
+    for kind, m in read("bench/first_run.json")["machines"].items():
+        t = m["training_s"]
+        trained = sum(t.values())
+        rows.append([kind, f"**{_mmss(m['wall_s'])}**", f"{m['install_s']:.0f} s", f"{m['repro_s']:.0f} s",
+                     f"{trained:.0f} s (" + ", ".join(f"{k} {v:.0f}" for k, v in t.items()) + ")",
+                     f"{m['repro_s'] - trained:.0f} s", f"{m['peak_rss_mb_largest_process'] / 1024:.2f} GB",
+                     "yes" if m["outputs_equal_to_lock"] else "no: " + ", ".join(m["outputs_differing"])])
+        notes.append(f"- `{kind}`: {_machine_line(m)}; commit {m['commit']}, {m['date']}")
+    return (_table(["machine kind", "first run", "make install", "make repro", "of which training and search",
+                    "the other stages", "peak RSS (largest process)", "outputs = dvc.lock"], rows)
+            + "\n".join(notes) + "\n")
+
+
+def first_run_readme(read: Read) -> str:
+    """The README's one sentence: the first run's time and memory, on each CPU kind measured."""
+    parts = []
+    for kind, m in read("bench/first_run.json")["machines"].items():
+        where = (f"on a shared 2-core {m['machine']['machine'].split(' (flags')[0]}"
+                 + (" capped to AVX2 (as a CPU without native bf16)" if m["machine"].get("isa_env") else
+                    " with native bf16"))
+        parts.append(f"**{_mmss(m['wall_s'])}** {where} (peak {m['peak_rss_mb_largest_process'] / 1024:.2f} GB, "
+                     f"the largest process)")
+    first = next(iter(read("bench/first_run.json")["machines"].values()))
+    return (f"The first `make repro` on a fresh clone (creating the venv, pip's download cache already warm, then "
+            f"every stage) took {'; '.join(parts)}, {first['date']} (`bench/first_run.json`; per CPU kind in "
+            f"[performance](docs/performance.md#first-run)). The venv is {first['venv_gb']:.1f} GB of disk.\n")
 
 
 def turnaround_fixed(read: Read) -> str:
@@ -556,7 +622,8 @@ TABLES: dict[str, Callable[[Read], str]] = {
     "operating": operating,
     "bench": bench, "bench-pipeline": bench_pipeline, "inference": inference, "ddp": ddp, "scale": scale,
     "ablation": ablation, "families-cost": families_cost, "params": params_reference,
-    "turnaround": turnaround, "turnaround-fixed": turnaround_fixed,
+    "turnaround": turnaround, "turnaround-fixed": turnaround_fixed, "first-run": first_run,
+    "first-run-readme": first_run_readme,
 }
 
 

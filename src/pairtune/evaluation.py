@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_curve
 
+from pairtune import io
 from pairtune import metrics as M
 from pairtune.params import Evaluate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ def unique_texts(*splits: list[dict[str, Any]]) -> list[str]:
     return sorted({t for pairs in splits for p in pairs for t in (p["text_1"], p["text_2"])})
 
 
-EMBEDDINGS = "embeddings.npy"  # evaluate's encode of unique_texts(dev, eval), float32: export reuses it
+EMBEDDINGS = "embeddings.npy"  # a stage's encode of unique_texts(dev, eval), float32: later stages reuse it
 EMBEDDINGS_KEY = "embeddings.json"  # what it was computed from (embeddings_key): reused only on an exact match
 
 
@@ -58,6 +63,29 @@ def embeddings_key(texts: list[str], model_identity: bytes, device: str, batch_s
     h = hashlib.sha256(json.dumps([texts, device, batch_size], ensure_ascii=False).encode())
     h.update(model_identity)
     return h.hexdigest()
+
+
+def save_embeddings(folder: Path, emb: np.ndarray, key: str, device: str) -> None:
+    """Store an encode of unique_texts(dev, eval) in `folder` with the key it was computed from (evaluate's
+    of each model, interpolate's of its chosen model): interpolate and export reuse it instead of encoding."""
+    np.save(folder / EMBEDDINGS, emb)
+    io.write_json(folder / EMBEDDINGS_KEY, {"key": key, "texts": len(emb), "device": device})
+
+
+def stored_embeddings(folder: Path, key: str) -> np.ndarray | None:
+    """The encode `save_embeddings` left in `folder` if it was computed from exactly `key` (the texts in order,
+    the model, the device, the batch size), else None: a reuse then gives byte for byte what encoding again
+    would, since `models.embed` embeds each text independently of the others."""
+    try:
+        stored = json.loads((folder / EMBEDDINGS_KEY).read_text(encoding="utf-8"))["key"]
+    except (OSError, ValueError, KeyError):
+        return None
+    if stored != key:
+        log.info("%s: computed from other texts, model, device or batch size: encoding again", folder / EMBEDDINGS)
+        return None
+    emb = np.load(folder / EMBEDDINGS)
+    log.info("reusing %s (%d texts)", folder / EMBEDDINGS, len(emb))
+    return emb
 
 
 def _finite(d: dict[str, float]) -> dict[str, float]:

@@ -536,9 +536,11 @@ def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[st
     standalone = models.load_st(str(out), models.PROBE_DEVICE)
     # The same weights reloaded: a wrong pooling, normaliser or weight file shows on any text, so a fixed
     # sample of export.parity_texts saves a whole encode at scale (~70 s of 300 at 29,500 dev + 40,000 eval
-    # pairs). Both sides embed the sample in the same batches, so an exact reload gives exactly 0.
-    some = [texts[i] for i in M.sample_indices(len(texts), cfg.parity_texts, 0)]
-    mine = ref if len(some) == len(texts) else models.embed(model, some, batch_size)
+    # pairs). The reference side is `ref`'s rows: models.embed embeds each text independently of its batch
+    # company, so they are what encoding the sample alone gives, and an exact reload gives exactly 0.
+    picked = M.sample_indices(len(texts), cfg.parity_texts, 0)
+    some = [texts[i] for i in picked]
+    mine = ref[picked]
     figures: dict[str, Any] = {
         "standalone_max_abs": float(np.max(np.abs(models.embed(standalone, some, batch_size) - mine))),
         "standalone_texts": len(some)}

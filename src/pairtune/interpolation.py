@@ -6,9 +6,11 @@ the base plus alpha times the adapter's delta, which is what an adapter with its
 alpha gives. One model holds the weights and each grid point rewrites only the tensors tuning changed
 (12 for a query/value LoRA): no reload, and each text is embedded once per alpha (`Cache`).
 
-The cost is embedding: (grid points) x (distinct dev + general texts) / throughput. A dev or general split
-larger than `interpolate.grid_pairs` is scored on a seeded sample of that size at each grid point (the general
-set in full at alpha 0, 1 and the chosen alpha: the reported retention), so the cost stops growing with them.
+The cost is embedding: (grid points scored) x (distinct dev + general texts) / throughput. A dev or general
+split larger than `interpolate.grid_pairs` is scored on a seeded sample of that size at each grid point (the
+general set in full at alpha 0, 1 and the chosen alpha: the reported retention), so the cost stops growing with
+them. `descend` scores only the grid points the choice can depend on, and the texts evaluate already embedded
+at alpha 0 (the base) and 1 (the tuned model) are put in the `Cache` instead of being embedded again.
 
 alpha is chosen on the dev split and the general set only (`choose`); eval is scored once, at the choice.
 """
@@ -20,6 +22,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -111,27 +114,67 @@ def embed_at(interp: Interpolator, alpha: float, texts: list[str], batch_size: i
     return np.stack([have[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
 
 
+def prefill(cache: Cache, alpha: float, texts: list[str], emb: np.ndarray) -> None:
+    """Put embeddings computed elsewhere (evaluate's, of the base at alpha 0 or the tuned model at alpha 1: the
+    same weights, bit for bit) into `cache`, so `sweep` does not embed those texts again at that alpha."""
+    cache.setdefault(alpha, {}).update(zip(texts, emb, strict=True))
+
+
 def sweep(interp: Interpolator, alphas: list[float], splits: dict[str, Split], batch_size: int,
-          cache: Cache | None = None) -> tuple[list[dict[str, float]], dict[float, dict[str, np.ndarray]]]:
-    """For each alpha: AUC and Spearman on every split. Returns the curve rows and the cosines per alpha.
+          cache: Cache | None = None, stop_below: float | None = None,
+          ) -> tuple[list[dict[str, float]], dict[float, dict[str, np.ndarray]]]:
+    """For each alpha: AUC and Spearman on every split. Returns the curve rows (by alpha) and the cosines per alpha.
 
     Pass the same `cache` to a later call (e.g. the whole general set at a few alphas after a grid on a
     sample of it) and the texts it already embedded at those alphas are not embedded again.
+    stop_below (the descending search, `interpolate.search: descend`): score the smallest alpha (the base: the
+    retention reference), then the others from the largest down, and stop after the first whose dev AUC is more
+    than `stop_below` under the best so far. Past that point the dev AUC has left the plateau the choice is made
+    on, so lower alphas cannot be chosen unless the curve climbs back by more than `stop_below` on the way to
+    the base (bench/operating.py checks this on every measured curve).
     """
     cache = {} if cache is None else cache
     texts = sorted({t for sp in splits.values() for t in sp.texts()})
     index = {t: i for i, t in enumerate(texts)}
-    rows, scores = [], {}
-    for alpha in alphas:
+    scores: dict[float, dict[str, np.ndarray]] = {}
+
+    def score(alpha: float) -> dict[str, float]:
         emb = embed_at(interp, alpha, texts, batch_size, cache)
         scores[alpha] = {name: M.pair_scores(emb, index, sp.pairs) for name, sp in splits.items()}
         row: dict[str, float] = {"alpha": alpha}
         for name, sp in splits.items():
             for k, v in _quality(scores[alpha][name], sp).items():
                 row[f"{name}_{k}"] = v
-        rows.append(row)
         log.info("alpha %.2f: %s", alpha, ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "alpha"))
-    return rows, scores
+        return row
+
+    return walk(alphas, score, stop_below), scores
+
+
+def walk(alphas: list[float], score: Callable[[float], dict[str, float]], stop_below: float | None,
+         ) -> list[dict[str, float]]:
+    """The rows `score` gives for the alphas `sweep` scores (see there), ordered by alpha."""
+    if stop_below is None:
+        return [score(a) for a in alphas]
+    rows = [score(alphas[0])]
+    best = -math.inf
+    for alpha in reversed(alphas[1:]):
+        rows.append(score(alpha))
+        auc = _num(rows[-1]["dev_auc"])
+        best = max(best, auc)
+        if auc < best - stop_below:
+            log.info("alpha %.2f: dev AUC %.4f is more than %.4f under the best so far (%.4f): the smaller alphas "
+                     "are not scored (interpolate.search: descend)", alpha, auc, stop_below, best)
+            break
+    return sorted(rows, key=lambda r: r["alpha"])
+
+
+def stop_below(cfg: Interpolate) -> float | None:
+    """The descending search's stopping margin for this rule, or None: score the whole grid. Rule auc_drop
+    chooses among alphas within max_auc_drop of the best dev AUC (and, without a general set, the best one), so
+    an alpha that far under the best is out of the choice; rule retention can choose an alpha anywhere on the
+    curve, so it scores every grid point."""
+    return cfg.max_auc_drop if cfg.search == "descend" and cfg.rule == "auc_drop" else None
 
 
 def sample(pairs: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:

@@ -195,6 +195,7 @@ class General:
 @dataclass(frozen=True)
 class Interpolate:
     steps: int  # alpha grid: 0, 1/steps, ..., 1
+    search: Literal["descend", "grid"]  # which grid points are scored (pairtune.interpolation.descend)
     rule: Literal["auc_drop", "retention"]  # how alpha is chosen (see pairtune.interpolation.choose)
     max_auc_drop: float  # auc_drop: most retention whose dev AUC is within this of the best alpha's
     min_retention: float  # retention: best dev AUC among alphas keeping this share of the base's general Spearman

@@ -276,7 +276,13 @@ def _tradeoff_chart(inp: Inputs) -> tuple[str, str, str]:
         rows = inp.alpha_curves[mode]
         xs = [r["retention"] if general else r["alpha"] for r in rows]
         ys = [r.get("dev_auc", math.nan) for r in rows]
-        ax.plot(xs, ys, marker="o", color=COLORS.get(mode, "k"), label=MODE_NAMES.get(mode, mode))
+        skipped = len(rows) < inp.interpolate.get(mode, {}).get("grid_points", len(rows))
+        # interpolate.search: descend left the alphas between the base and the lowest one it scored unscored:
+        # a dotted jump, not a line that looks measured
+        ax.plot(xs[1:] if skipped else xs, ys[1:] if skipped else ys, marker="o", color=COLORS.get(mode, "k"),
+                label=MODE_NAMES.get(mode, mode))
+        if skipped and len(rows) > 1:
+            ax.plot(xs[:2], ys[:2], linestyle=":", color=COLORS.get(mode, "k"), linewidth=1)
         for r, x, y in zip(rows, xs, ys, strict=True):
             ax.annotate(f"{r['alpha']:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7,
                         color=COLORS.get(mode, "k"))
@@ -298,6 +304,13 @@ def _tradeoff_chart(inp: Inputs) -> tuple[str, str, str]:
                "right is better on both axes. Both are dev/general figures: each method's alpha (the star) is chosen "
                "here, then scored once on eval (table above)."
                if general else "No general set (general.path is empty): dev AUC along alpha only.")
+    for mode in modes:
+        rows, i = inp.alpha_curves[mode], inp.interpolate.get(mode, {})
+        if len(rows) > 1 and len(rows) < i.get("grid_points", len(rows)):
+            caption += (f" {MODE_NAMES.get(mode, mode)}: alphas between 0 and {rows[1]['alpha']:g} were not scored "
+                        f"(dotted): the descending search stopped at {rows[1]['alpha']:g}, whose dev AUC is more "
+                        "than interpolate.max_auc_drop under the best, so none below it could be chosen "
+                        "(interpolate.search: grid scores them all).")
     sampled = {m: i for m, i in inp.interpolate.items() if i.get("general_grid_pairs", 0) < i.get("general_pairs", 0)}
     for mode, i in sorted(sampled.items()):
         caption += (f" {mode}: general Spearman along alpha is on a seeded sample of {i['general_grid_pairs']:.0f} of "
