@@ -158,6 +158,11 @@ def test_report_says_which_alphas_the_descending_search_left_unscored(inputs):
     lowest = curves["lora"][1]["alpha"]
     assert f"LoRA: alphas between 0 and {lowest:g} were not scored (dotted)" in html
     assert "were not scored" not in build(dataclasses.replace(inputs, interpolate=interp))[0]
+    from pairtune.report import _base_floor  # the far-below base is drawn at a floor, not squeezing the curves
+
+    floor = _base_floor(dataclasses.replace(inputs, alpha_curves=curves, interpolate=interp), sorted(curves))
+    assert floor is not None and curves["lora"][0]["dev_auc"] < floor < min(r["dev_auc"] for r in curves["lora"][1:])
+    assert _base_floor(dataclasses.replace(inputs, interpolate=interp), sorted(curves)) is None  # nothing skipped
 
 
 def test_report_shows_each_export_and_says_when_one_was_left_out(inputs):
