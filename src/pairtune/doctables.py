@@ -361,6 +361,11 @@ def _operating_note(m: dict[str, Any]) -> str:
         inside = elo <= pipe["eval_auc"] <= ehi and rlo <= pipe["retention"] <= rhi
         text += (f", eval AUC {_ci(joint['eval_auc'], elo, ehi)}, retention {_ci(joint['retention'], rlo, rhi, 2)}: "
                  f"the pipeline's point is {'inside' if inside else 'outside'} both intervals")
+    elif "retention_ci" in pipe:  # the joint point's interval is not known: is it inside the pipeline's?
+        rlo, rhi = pipe["retention_ci"]
+        text += (f", retention {_f(joint['retention'], 2)}, "
+                 f"{'inside' if rlo <= joint['retention'] <= rhi else 'outside'} the pipeline's retention interval "
+                 f"[{_f(rlo, 2)}, {_f(rhi, 2)}] (no eval AUC interval recorded for it)")
     if "search_s" in m and "train_s" in pipe:
         text += f". The search cost {m['search_s'] / pipe['train_s']:.2f} of a training run ({m['search_s']:.0f} s)"
     return text + "."
@@ -523,7 +528,7 @@ def first_run(read: Read) -> str:
         rows.append([kind, f"**{_mmss(m['wall_s'])}**", f"{m['install_s']:.0f} s", f"{m['repro_s']:.0f} s",
                      f"{trained:.0f} s (" + ", ".join(f"{k} {v:.0f}" for k, v in t.items()) + ")",
                      f"{m['repro_s'] - trained:.0f} s", f"{m['peak_rss_mb_largest_process'] / 1024:.2f} GB",
-                     "yes" if m["outputs_equal_to_lock"] else "no: " + ", ".join(m["outputs_differing"])])
+                     "yes" if m["outputs_equal_to_lock"] else f"no: {len(m['outputs_differing'])} outputs differ"])
         notes.append(f"- `{kind}`: {_machine_line(m)}; commit {m['commit']}, {m['date']}")
     return (_table(["machine kind", "first run", "make install", "make repro", "of which training and search",
                     "the other stages", "peak RSS (largest process)", "outputs = dvc.lock"], rows)
@@ -534,7 +539,7 @@ def first_run_readme(read: Read) -> str:
     """The README's one sentence: the first run's time and memory, on each CPU kind measured."""
     parts = []
     for kind, m in read("bench/first_run.json")["machines"].items():
-        where = (f"on a shared 2-core {m['machine']['machine'].split(' (flags')[0]}"
+        where = (f"on a shared 2-core {m['machine']['cpu']}"
                  + (" capped to AVX2 (as a CPU without native bf16)" if m["machine"].get("isa_env") else
                     " with native bf16"))
         parts.append(f"**{_mmss(m['wall_s'])}** {where} (peak {m['peak_rss_mb_largest_process'] / 1024:.2f} GB, "
