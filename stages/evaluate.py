@@ -16,7 +16,6 @@ import _checkout  # noqa: F401 (first: this checkout's src/, whatever pairtune i
 import argparse
 from pathlib import Path
 
-
 from pairtune import io, models, params
 from pairtune.data import read_prepared
 from pairtune.errors import run_stage, setup_logging

@@ -539,7 +539,7 @@ def first_run_readme(read: Read) -> str:
     """The README's one sentence: the first run's time and memory, on each CPU kind measured."""
     parts = []
     for kind, m in read("bench/first_run.json")["machines"].items():
-        where = (f"on a shared 2-core {m['machine']['cpu']}"
+        where = (f"on a shared 2-core {m['machine']['cpu']} (flags: {' '.join(m['machine']['flags'])})"
                  + (" capped to AVX2 (as a CPU without native bf16)" if m["machine"].get("isa_env") else
                     " with native bf16"))
         parts.append(f"**{_mmss(m['wall_s'])}** {where} (peak {m['peak_rss_mb_largest_process'] / 1024:.2f} GB, "
