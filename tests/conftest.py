@@ -120,12 +120,13 @@ TINY_PARAMS = {
               "fast_dropout": True, "compact_embedding": True, "processes": 1, "full": {"lr": 1e-3},
               "lora": {"lr": 1e-2, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}},
     # the tiny run is 10 steps: rungs of 3 x 10 and 2 x 10 (a trial is never longer than the run it stands for)
-    "tune": {"metric": "auto", "budget": 7.0, "rungs": 2, "tie": 0.002, "full": [1e-4, 1e-3, 1e-2],
+    "tune": {"metric": "auto", "budget": 7.0, "rungs": 2, "tie": 0.002, "extend": 1, "full": [1e-4, 1e-3, 1e-2],
              "lora": [1e-3, 1e-2, 5e-2]},
     "evaluate": {"batch_size": 64, "bootstrap": 50, "confidence": 0.95, "recall_target": 0.9, "worst_errors": 5, "cluster": True,
                  "cluster_sample": 0, "cluster_seeds": 2,
                  "umap_neighbors": 5, "umap_min_dist": 0.1, "hdbscan_min_cluster": 5, "hdbscan_min_samples": 2},
     "report": {"examples": 3, "plateau": 0.005},
+    "seeds": {"n": 1},
     # a random 32-wide BERT: int8 keeps its ranking only roughly; int8 quality is tested on the real model
     "export": {"opset": 18, "exporter": "auto", "int8_method": "dynamic", "int8_per_channel": True, "embed_atol": 1e-5, "parity_texts": 20, "onnx_atol": 1e-4, "int8_auc_tol": 0.2,
                "int8_spearman_tol": 0.2, "strict": False, "operating_point": "chosen"},

@@ -73,7 +73,7 @@ def would_run(repo: Path) -> set[str]:
 
 
 # what a LoRA param change reruns: the learning-rate search too (the rest of the recipe is part of its input)
-LORA_CHAIN = {"tune@lora", "train@lora", "evaluate@lora", "interpolate@lora", "export@lora", "report"}
+LORA_CHAIN = {"tune@lora", "train@lora", "evaluate@lora", "interpolate@lora", "export@lora", "seeds@lora", "report"}
 
 
 def md5(path: Path) -> str:
@@ -86,7 +86,7 @@ def snapshot(repo: Path) -> dict[str, bytes]:
 
 BASELINE = {"generate", "prepare", "base", "tune@full", "tune@lora", "train@full", "train@lora", "evaluate@base",
             "evaluate@full", "evaluate@lora", "interpolate@full", "interpolate@lora", "export@full", "export@lora",
-            "report"}
+            "seeds@full", "seeds@lora", "report"}
 
 
 def _template(tmp_path_factory, tiny_model_dir) -> Path:
@@ -169,21 +169,26 @@ def _with_param(repo: Path, dotted: str, value) -> set[str]:
 def test_2_minimal_reruns(repo):
     assert _with_param(repo, "train.lora.r", 2) == LORA_CHAIN
     assert _with_param(repo, "train.full.lr", 5e-4) == {"tune@full", "train@full", "evaluate@full",
-                                                        "interpolate@full", "export@full", "report"}
+                                                        "interpolate@full", "export@full", "seeds@full", "report"}
     # the model cards quote the eval intervals: a new bootstrap re-exports (ONNX bytes come out identical)
     assert _with_param(repo, "evaluate.bootstrap", 40) == {"evaluate@base", "evaluate@full", "evaluate@lora",
                                                            "interpolate@full", "interpolate@lora",
-                                                           "export@full", "export@lora", "report"}
+                                                           "export@full", "export@lora", "seeds@full", "seeds@lora",
+                                                           "report"}
     assert _with_param(repo, "report.examples", 2) == {"report"}
     # the report shows what each export shipped: a tolerance that could change that reruns it too
     assert _with_param(repo, "export.int8_auc_tol", 0.3) == {"export@full", "export@lora", "report"}
     # the exports are the interpolate stage's operating points (export.operating_point: chosen)
     assert _with_param(repo, "interpolate.max_auc_drop", 0.1) == {"interpolate@full", "interpolate@lora",
-                                                                  "export@full", "export@lora", "report"}
+                                                                  "export@full", "export@lora", "seeds@full",
+                                                                  "seeds@lora", "report"}
+    # more training seeds: only the seeds stages and the report (#32 point 4)
+    assert _with_param(repo, "seeds.n", 2) == {"seeds@full", "seeds@lora", "report"}
     assert _with_param(repo, "export.operating_point", "tuned") == {"export@full", "export@lora", "report"}
     everything = {"generate", "prepare", "base", "tune@full", "tune@lora", "train@full", "train@lora",
                   "evaluate@base", "evaluate@full",
-                  "evaluate@lora", "interpolate@full", "interpolate@lora", "export@full", "export@lora", "report"}
+                  "evaluate@lora", "interpolate@full", "interpolate@lora", "export@full", "export@lora",
+                  "seeds@full", "seeds@lora", "report"}
     assert _with_param(repo, "generate.n_train", 170) == everything
     assert would_run(repo) == set()
 

@@ -246,7 +246,7 @@ def test_report_says_at_which_learning_rates_and_how_they_were_chosen(inputs):
     html, _ = build(_with(inputs, tune=tune))
     head = html.split('<p class="verdict">')[1].split("</p>")[0]
     assert "full fine-tuning at lr 0.001 (set in params.yaml, not searched)" in head
-    assert "LoRA at lr 0.001 (chosen on dev among 3 candidates)" in head
+    assert "LoRA at lr 0.001 (chosen on dev among 3 rates)" in head
     assert "How each model was trained" in html and "Learning-rate search (tune stage)" in html
     assert "successive halving on dev AUC: 3 x 5 steps, then 2 x 10 steps (35 trial steps; the run itself is 40)" in html
 
@@ -394,7 +394,7 @@ def test_the_verdict_weighs_both_axes_at_the_operating_points(inputs):
     assert lo <= d <= hi < 0  # LoRA forgot more, and 80 general pairs can tell
     assert comp["op_full_auc"] == pytest.approx(inputs.metrics["full"]["auc"], abs=1e-6)
     line = verdict_axes(inp, comp)
-    assert "operating point" in line and "full 0.7, LoRA 0.6" in line
+    assert "operating point" in line and "full lr 0.001, alpha 0.7; LoRA lr 0.001, alpha 0.6" in line
     # equal in-domain (the fixture's eval scores barely differ), full kept more: the sentence says both
     assert comp["op_lora_vs_full_auc_diff_ci_low"] < 0 < comp["op_lora_vs_full_auc_diff_ci_high"]
     assert (f"In short: equal in-domain; full fine-tuning keeps {it['full']['retention']:.2f} of the base's general "
@@ -436,3 +436,58 @@ def test_a_skipped_general_set_makes_the_verdict_one_axis_and_says_why(inputs):
     inp = _with(inputs, operating=_operating(inputs, general=False), interpolate=it)
     line = verdict_axes(inp, compare(inp))
     assert "The verdict is one-axis: the general set was skipped (data/general/x.tsv: base Spearman -0.1)" in line
+
+
+def _with_seeds(inputs, op: dict, spread: float) -> dict:
+    """Two more training seeds per method: the operating point's scores moved by seeded noise of `spread`."""
+    rng = np.random.default_rng(7)
+    out = {}
+    for m in ("full", "lora"):
+        extra = []
+        for seed in (43, 44):
+            point = {"seed": seed, "eval_scores": list(np.array(op[m]["eval_scores"]) + rng.normal(0, spread, len(
+                op[m]["eval_scores"])))}
+            if "general_scores" in op[m]:
+                point["general_scores"] = list(np.array(op[m]["general_scores"]) + rng.normal(0, 3 * spread, 80))
+            extra.append(point)
+        out[m] = {"n": 3, "seeds": [42, 43, 44], "extra": extra, "wall_s": 100.0}
+    return out
+
+
+def test_with_more_seeds_the_verdict_averages_them_and_says_so(inputs):
+    """#32 point 4: seeds.n > 1 makes every operating-point figure a mean over seeds, its intervals wider than
+    eval sampling alone where the seeds disagree; the report shows each seed's point. With one seed it says
+    the intervals cover eval sampling only."""
+    from pairtune.metrics import auc_rows
+    from pairtune.report import compare, seed_rows, verdict_axes
+
+    op = _operating(inputs)
+    it = {m: dict(inputs.interpolate[m], retention=0.9, retention_ci_low=0.8, retention_ci_high=0.95) for m in op}
+    inputs = _with(inputs, interpolate=it)
+    one = compare(_with(inputs, operating=op))
+    assert "op_seeds" not in one and "seeds.n 1" in verdict_axes(_with(inputs, operating=op), one)
+    inp = _with(inputs, operating=op, seeds=_with_seeds(inputs, op, 0.3))
+    comp = compare(inp)
+    assert comp["op_seeds"] == 3
+    y = np.array(inputs.details["base"]["labels"])[None]
+    per_seed = [auc_rows(np.array(op["full"]["eval_scores"])[None], y)[0]] + [
+        auc_rows(np.array(x["eval_scores"])[None], y)[0] for x in inp.seeds["full"]["extra"]]
+    assert comp["op_full_auc"] == pytest.approx(np.mean(per_seed), abs=1e-6)
+    assert comp["op_full_auc_ci_low"] < comp["op_full_auc"] < comp["op_full_auc_ci_high"]
+    width = {k: c[f"op_lora_vs_full_{k}_diff_ci_high"] - c[f"op_lora_vs_full_{k}_diff_ci_low"]
+             for k in ("auc", "retention") for c in (comp,)}
+    width1 = {k: one[f"op_lora_vs_full_{k}_diff_ci_high"] - one[f"op_lora_vs_full_{k}_diff_ci_low"]
+              for k in ("auc", "retention")}
+    assert width["auc"] > width1["auc"] and width["retention"] > width1["retention"]
+    line = verdict_axes(inp, comp)
+    assert "Figures are means over 3 training seeds per method" in line and "seeds.n 1" not in line
+    assert f"eval AUC {comp['op_full_auc']:.3f} [{comp['op_full_auc_ci_low']:.3f}, " in line
+    assert f"{comp['op_full_retention']:.2f} [{comp['op_full_retention_ci_low']:.2f}, " in line
+    rows = seed_rows(inp)
+    assert [r["seed"] for r in rows] == ["42 (the pipeline's)", "43", "44"]
+    assert rows[0]["full_metric"] == f"{per_seed[0]:.3f}" and rows[1]["full_metric"] == f"{per_seed[1]:.3f}"
+    html, _ = build(inp)
+    assert "<h3>Seed spread (seeds.n 3)</h3>" in html and "42 (the pipeline&#39;s)" in html
+    # seeds for one method only (a half-finished run): no seed-aware figures rather than mismatched ones
+    half = compare(_with(inp, seeds={"full": inp.seeds["full"]}))
+    assert "op_seeds" not in half

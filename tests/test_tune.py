@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -26,10 +27,27 @@ def test_a_budget_too_small_for_a_real_trial_is_one_line():
         tune.rung_plan(4, 2, 0.1, 100)
 
 
-def test_rank_ties_go_to_the_smaller_learning_rate():
+def test_rank_ties_go_to_more_retention_then_the_smaller_learning_rate():
     assert tune.rank({1e-3: 0.90, 2e-3: 0.95, 5e-4: 0.80}, 0.002) == [2e-3, 1e-3, 5e-4]
     assert tune.rank({1e-3: 0.949, 2e-3: 0.95, 5e-4: 0.80}, 0.002) == [1e-3, 2e-3, 5e-4]  # within the tie
     assert tune.rank({1e-3: float("nan"), 2e-3: 0.5}, 0.0)[0] == 2e-3  # a NaN metric never wins
+    scores = {1e-3: 0.949, 2e-3: 0.95, 5e-4: 0.80}
+    # within the tie, the trial that kept more of the base's general similarity first, whatever its rate
+    assert tune.rank(scores, 0.002, {1e-3: 0.6, 2e-3: 0.8, 5e-4: 0.99}) == [2e-3, 1e-3, 5e-4]
+    assert tune.rank(scores, 0.002, {1e-3: 0.8, 2e-3: 0.6, 5e-4: 0.99}) == [1e-3, 2e-3, 5e-4]
+    # outside the tie retention does not count: 5e-4 kept the most but lost on dev
+    assert tune.rank(scores, 0.002, {1e-3: 0.8, 2e-3: 0.8, 5e-4: 0.99})[-1] == 5e-4
+    assert tune.rank(scores, 0.002, {1e-3: 0.8, 2e-3: 0.8}) == [1e-3, 2e-3, 5e-4]  # equal retention: smaller lr
+    assert tune.rank(scores, 0.002, {1e-3: float("nan"), 2e-3: 0.1}) == [2e-3, 1e-3, 5e-4]  # NaN retention last
+
+
+def test_beyond_is_one_outer_grid_step_past_an_edge():
+    assert tune.beyond(1e-4, [2e-5, 5e-5, 1e-4]) == 2e-4
+    assert tune.beyond(2e-5, [2e-5, 5e-5, 1e-4]) == 8e-6
+    assert tune.beyond(2e-3, [5e-4, 1e-3, 2e-3]) == 4e-3
+    assert tune.beyond(4e-3, [5e-4, 1e-3, 2e-3, 4e-3]) == 8e-3
+    assert tune.beyond(1e-3, [5e-4, 1e-3, 2e-3]) is None  # inside
+    assert tune.beyond(1e-3, [1e-3]) is None  # one rate: no step to take
 
 
 def test_search_keeps_the_better_half_and_chooses_the_clear_best():
@@ -41,10 +59,36 @@ def test_search_keeps_the_better_half_and_chooses_the_clear_best():
         score = 0.99 - abs(lr - 1e-3) * 100 - 0.01 * (steps < 90)
         return {"dev_auc": score, "dev_spearman": score / 2}
 
-    lr, rows = tune.search((2e-4, 5e-4, 1e-3, 2e-3), [(4, 46), (2, 92)], 0.002, "auc", trial)
-    assert lr == 1e-3
+    lr, rows, added = tune.search((2e-4, 5e-4, 1e-3, 2e-3), [(4, 46), (2, 92)], 0.002, "auc", trial, extend=2)
+    assert lr == 1e-3 and added == []  # the best was inside the grid: nothing tried past it
     assert calls == [(2e-4, 46), (5e-4, 46), (1e-3, 46), (2e-3, 46), (1e-3, 92), (5e-4, 92)]
     assert [r["rung"] for r in rows] == [0, 0, 0, 0, 1, 1] and all("wall_s" in r for r in rows)
+
+
+def _rising(peak: float):
+    """A constructed dev curve rising with the rate up to `peak`, then falling."""
+    def trial(lr: float, steps: int) -> dict[str, float]:
+        score = 0.99 - abs(math.log(lr / peak))
+        return {"dev_auc": score, "dev_spearman": score}
+    return trial
+
+
+@pytest.mark.parametrize("peak, extend, chosen, added", [
+    (4e-3, 1, 4e-3, [4e-3]),              # one step past the largest rate finds the peak
+    (1.6e-2, 1, 4e-3, [4e-3]),            # still rising: the bound stops it (and the note says so)
+    (1.6e-2, 3, 1.6e-2, [4e-3, 8e-3, 1.6e-2]),
+    (2.5e-3, 2, 2e-3, [4e-3]),            # past the edge was worse: the edge stands, looked past once
+    (2e-4, 1, 2.5e-4, [2.5e-4]),          # the smallest rate: one step down (still the edge: noted)
+    (4e-3, 0, 2e-3, []),                  # extend 0: the grid alone
+])
+def test_a_best_at_the_grid_edge_is_looked_past(peak, extend, chosen, added):
+    grid = (5e-4, 1e-3, 2e-3)
+    lr, rows, got = tune.search(grid, [(3, 40)], 0.002, "auc", _rising(peak), extend=extend)
+    assert (lr, got) == (pytest.approx(chosen), pytest.approx(added))
+    assert [r["lr"] for r in rows if r["extended"]] == got and all(r["steps"] == 40 for r in rows)
+    note = tune.edge_note("lora", lr, sorted(r["lr"] for r in rows), got)
+    # no choice at an edge goes un-noted unless the search looked past it
+    assert (note is None) == (min(r["lr"] for r in rows) < lr < max(r["lr"] for r in rows))
 
 
 def test_chosen_lr_a_number_or_the_search_result():
@@ -66,6 +110,7 @@ def test_chosen_lr_a_number_or_the_search_result():
     (("tune", "metric"), "f1", "tune.metric: 'f1' is not one of auto, auc, spearman"),
     (("tune", "rungs"), 0, "tune.rungs: 0 is outside [1, 10]"),
     (("tune", "tie"), 2.0, "tune.tie: 2.0 is outside [0, 1]"),
+    (("tune", "extend"), 11, "tune.extend: 11 is outside [0, 10]"),
 ])
 def test_bad_search_params_are_one_line(key, value, message):
     raw = json.loads(json.dumps(TINY_PARAMS))
@@ -101,15 +146,20 @@ def test_the_stage_searches_on_dev_and_train_uses_its_choice(trained, auto_param
     monkeypatch.chdir(trained)
     record = _tune_stage(trained, "lora", "tune_lora", auto_params)
     grid = TINY_PARAMS["tune"]["lora"]
-    assert record["searched"] == 1 and record["metric"] == "auc" and record["lr"] in grid
-    assert {t["lr"] for t in record["trials"] if t["rung"] == 0} == set(grid)
+    assert record["searched"] == 1 and record["metric"] == "auc" and record["lr"] in grid + record["extended"]
+    assert record["grid"] == grid and len(record["extended"]) <= TINY_PARAMS["tune"]["extend"]
+    assert {t["lr"] for t in record["trials"] if t["rung"] == 0} == set(grid + record["extended"])
     cost = json.loads((trained / "metrics/tune_lora.json").read_text())["lora"]
     assert cost["lr"] == record["lr"] and cost["trials"] == len(record["trials"]) and cost["search_s"] > 0
     assert json.loads((trained / "plots/tune_lora/choice.json").read_text()) == {"lr": record["lr"], "searched": 1}
-    assert cost["trial_steps_share"] <= TINY_PARAMS["tune"]["budget"]
-    # the chosen trial is the best of the last rung, by the tie rule
+    rung0 = record["trials"][0]["steps"]
+    assert cost["trial_steps_share"] <= (TINY_PARAMS["tune"]["budget"] * record["run_steps"]
+                                         + rung0 * len(record["extended"])) / record["run_steps"] + 1e-4
+    # every trial measured its retention on the general set, and ties went by it
+    assert record["tie_break"] == "retention" and all(0 < abs(t["retention"]) < 5 for t in record["trials"])
     last = [t for t in record["trials"] if t["rung"] == record["trials"][-1]["rung"]]
-    assert record["lr"] == tune.rank({t["lr"]: t["dev_auc"] for t in last}, record["tie"])[0]
+    assert record["lr"] == tune.rank({t["lr"]: t["dev_auc"] for t in last}, record["tie"],
+                                     {t["lr"]: t["retention"] for t in last})[0]
 
     import train as train_stage  # stages/train.py
 
@@ -142,9 +192,10 @@ def test_a_fixed_learning_rate_runs_no_search(trained, monkeypatch):
     assert json.loads((trained / "plots/tune_fixed/choice.json").read_text()) == record
 
 
-def test_a_choice_at_the_edge_of_the_grid_is_noted():
-    grid = (2e-4, 5e-4, 1e-3, 2e-3)
-    assert tune.edge_note("lora", 1e-3, grid) is None
-    assert tune.edge_note("lora", 2e-3, grid).startswith("chose the largest candidate (0.002): a better rate may lie "
-                                                          "beyond tune.lora")
-    assert "smallest candidate (0.0002)" in tune.edge_note("lora", 2e-4, grid)
+def test_a_choice_still_at_the_edge_is_noted():
+    tried = [2e-4, 5e-4, 1e-3, 2e-3]
+    assert tune.edge_note("lora", 1e-3, tried, []) is None
+    assert tune.edge_note("lora", 2e-3, tried, []).startswith("chose the largest rate tried (0.002): a better rate "
+                                                              "may lie beyond it; raise tune.extend")
+    assert "smallest rate tried (0.0002)" in tune.edge_note("lora", 2e-4, tried, [])
+    assert "(0.004, 1 past the grid (tune.extend))" in tune.edge_note("lora", 4e-3, [*tried, 4e-3], [4e-3])

@@ -154,7 +154,8 @@ class Tune:
     metric: Literal["auto", "auc", "spearman"]  # what trials are ranked by on dev (auto: AUC binary, Spearman graded)
     budget: float = dataclasses.field(metadata={"range": (0.01, 100.0)})  # all trials' steps / one training run's
     rungs: int = dataclasses.field(metadata={"range": (1, 10)})  # halving rounds: each keeps the better half, 2x steps
-    tie: float = _share()  # dev metric within this of the best counts as a tie; ties go to the smaller lr
+    tie: float = _share()  # dev metric within this of the best is a tie: more trial retention, then the smaller lr
+    extend: int = dataclasses.field(metadata={"range": (0, 10)})  # rates tried past a grid edge the best sits on
     full: tuple[float, ...]  # candidate learning rates for full fine-tuning
     lora: tuple[float, ...]  # candidate learning rates for LoRA
 
@@ -220,6 +221,12 @@ class Export:
 
 
 @dataclass(frozen=True)
+class Seeds:
+    """Training seeds per method at its chosen operating point (pairtune.seeds): 1 = the pipeline's seed only."""
+    n: int = dataclasses.field(metadata={"range": (1, 50)})
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int
     generate: Generate
@@ -233,6 +240,7 @@ class Params:
     export: Export
     general: General
     interpolate: Interpolate
+    seeds: Seeds
 
 
 def load(path: str | Path = "params.yaml") -> Params:

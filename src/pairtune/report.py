@@ -64,6 +64,7 @@ class Inputs:
     plateau: float = 0.005  # report.plateau: a dev-metric change over the last epoch smaller than this is flat
     names: tuple[str, str] = ("similar", "dissimilar")  # data.positive_name, data.negative_name
     operating: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, plots/interpolate_<m>/chosen.json
+    seeds: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, plots/seeds_<mode>/points.json
 
 
 def _png(fig: Any) -> str:
@@ -233,11 +234,13 @@ def _late_charts(inp: Inputs) -> list[tuple[str, str, str]]:
 
 
 def _tune_chart(inp: Inputs) -> tuple[str, str, str]:
-    """Per searched mode: the dev metric of every trial against its learning rate, one line per rung."""
+    """Per searched mode: the dev metric of every trial against its learning rate, one line per rung; rates
+    tried past the grid hollow; each trial's general retention on a right axis where it was measured."""
     import matplotlib.pyplot as plt
 
     modes = [m for m in ("full", "lora") if inp.tune.get(m, {}).get("searched")]
-    fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.6 * len(modes), 3.6), squeeze=False)
+    fig.subplots_adjust(wspace=0.55)  # room for each panel's right axis
     for ax, mode in zip(axes[0], modes, strict=True):
         rec = inp.tune[mode]
         key = f"dev_{rec['metric']}"
@@ -246,8 +249,26 @@ def _tune_chart(inp: Inputs) -> tuple[str, str, str]:
             ax.plot([t["lr"] for t in ts], [t[key] for t in ts], marker="os^v"[rung % 4], color=COLORS[mode],
                     alpha=0.45 + 0.55 * (rung + 1) / (rec["trials"][-1]["rung"] + 1),
                     label=f"rung {rung}: {ts[0]['steps']} steps")
+        past = [t for t in rec["trials"] if t.get("extended")]
+        if past:
+            ax.scatter([t["lr"] for t in past], [t[key] for t in past], s=340, facecolors="none",
+                       edgecolors=COLORS[mode], linewidths=1.5, zorder=5, label="past the grid (tune.extend)")
         final = [t for t in rec["trials"] if t["lr"] == rec["lr"]][-1]
         ax.scatter([rec["lr"]], [final[key]], s=220, marker="*", color="#ff9f1c", zorder=4, label=f"chosen {rec['lr']:g}")
+        handles, labels = ax.get_legend_handles_labels()
+        if past:  # the ring drawn round a point is too big for the legend: a marker-sized one there
+            from matplotlib.lines import Line2D
+
+            handles[labels.index("past the grid (tune.extend)")] = Line2D(
+                [], [], ls="", marker="o", ms=8, mfc="none", mec=COLORS[mode], mew=1.5)
+        rung0 = sorted((t for t in rec["trials"] if t["rung"] == 0 and "retention" in t), key=lambda t: t["lr"])
+        if rung0:
+            right = ax.twinx()
+            right.plot([t["lr"] for t in rung0], [t["retention"] for t in rung0], ls=":", marker="x", color="#666",
+                       label="rung 0: general retention (ties)")
+            right.set_ylabel("trial's general retention", color="#666")
+            h, lab = right.get_legend_handles_labels()
+            handles, labels = handles + h, labels + lab
         ax.set_xscale("log")
         grid = sorted({t["lr"] for t in rec["trials"]})  # the candidates, labelled as params.yaml writes them
         ax.set_xticks(grid, [f"{lr:g}" for lr in grid])
@@ -255,10 +276,12 @@ def _tune_chart(inp: Inputs) -> tuple[str, str, str]:
         ax.set_xlabel("learning rate")
         ax.set_ylabel(f"dev {NAMES.get(rec['metric'], rec['metric'])}")
         ax.set_title(mode)
-        ax.legend(fontsize=7)
+        ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     return ("Learning-rate search (tune stage)", "Dev split only: each trial trains a candidate from the base with "
             "the recipe compressed to that many steps; with several rungs the better half goes on with twice the "
-            "steps. The chosen rate is the best of the last rung (within tune.tie, the smaller rate).", _png(fig))
+            "steps. When rung 0's best is the grid's largest or smallest rate, the search tries rates past it "
+            "(hollow; tune.extend). The chosen rate is the best of the last rung; within tune.tie of it, the trial "
+            "that kept more of the base's general similarity (dotted, right axis), then the smaller rate.", _png(fig))
 
 
 def _base_floor(inp: Inputs, modes: list[str]) -> float | None:
@@ -402,7 +425,75 @@ def compare_operating(inp: Inputs, y: np.ndarray, graded: np.ndarray) -> dict[st
         for k, v in paired_retention(base, gs["full"], gs["lora"], g, inp.bootstrap, inp.confidence,
                                      inp.seed).items():
             out[f"op_lora_vs_full_{k}"] = v
+    out.update(compare_seeds(inp, y, graded))
     return {k: round(v, 6) for k, v in out.items()}
+
+
+def seed_count(inp: Inputs) -> int:
+    """Training seeds per method behind the operating-point figures: 1, or seeds.n where both methods have
+    their extra seeds' scores."""
+    extra = [len(inp.seeds.get(m, {}).get("extra", [])) for m in ("full", "lora")]
+    return 1 + extra[0] if extra[0] and extra[0] == extra[1] else 1
+
+
+def compare_seeds(inp: Inputs, y: np.ndarray, graded: np.ndarray) -> dict[str, float]:
+    """With seeds.n > 1: each method's operating-point figures as means over its training seeds, and LoRA
+    minus full, with intervals that resample the seeds as well as the pairs (seed k of one method paired with
+    seed k of the other; `seeds.spread`). Replaces compare_operating's one-seed figures; empty with one seed."""
+    from pairtune.seeds import spread
+
+    n = seed_count(inp)
+    if n == 1:
+        return {}
+    op, args = inp.operating, (inp.bootstrap, inp.confidence, inp.seed)
+    ev = {m: [np.array(op[m]["eval_scores"], dtype=float)] + [np.array(x["eval_scores"], dtype=float)
+                                                           for x in inp.seeds[m]["extra"]] for m in ("full", "lora")}
+    out: dict[str, float] = {"op_seeds": n}
+    for key, rows, target in (("auc", auc_rows, y), ("spearman", spearman_rows, graded)):
+        for m in ("full", "lora"):
+            out[f"op_{m}_{key}"], out[f"op_{m}_{key}_ci_low"], out[f"op_{m}_{key}_ci_high"] = spread(
+                lambda k, i, m=m, rows=rows, t=target: rows(ev[m][k][i], t[i]), n, len(y), *args)
+        d = spread(lambda k, i, rows=rows, t=target: rows(ev["lora"][k][i], t[i]) - rows(ev["full"][k][i], t[i]),
+                   n, len(y), *args)
+        out.update(zip((f"op_lora_vs_full_{key}_diff{s}" for s in ("", "_ci_low", "_ci_high")), d, strict=True))
+    if all("general_scores" in op[m] and all("general_scores" in x for x in inp.seeds[m]["extra"])
+           for m in ("full", "lora")):
+        g = np.array(op["full"]["general_labels"], dtype=float)
+        base = np.array(op["full"]["general_base_scores"], dtype=float)
+        gs = {m: [np.array(op[m]["general_scores"], dtype=float)] + [np.array(x["general_scores"], dtype=float)
+                                                                    for x in inp.seeds[m]["extra"]]
+              for m in ("full", "lora")}
+        for m in ("full", "lora"):
+            out[f"op_{m}_retention"], out[f"op_{m}_retention_ci_low"], out[f"op_{m}_retention_ci_high"] = spread(
+                lambda k, i, m=m: retention_rows(base[i], gs[m][k][i], g[i]), n, len(g), *args)
+        d = spread(lambda k, i: retention_rows(base[i], gs["lora"][k][i], g[i])
+                   - retention_rows(base[i], gs["full"][k][i], g[i]), n, len(g), *args)
+        out.update(zip((f"op_lora_vs_full_retention_diff{s}" for s in ("", "_ci_low", "_ci_high")), d, strict=True))
+    return out
+
+
+def seed_rows(inp: Inputs) -> list[dict[str, str]]:
+    """One row per training seed: each method's eval figure and retention at its operating point (the
+    pipeline's seed first, from the interpolate stage; the others from the seeds stage)."""
+    n = seed_count(inp)
+    if n == 1:
+        return []
+    key = primary(inp)
+    d = inp.details["base"]
+    target = np.array(d["labels"] if key == "auc" else d["graded"], dtype=float)
+    rows_fn = auc_rows if key == "auc" else spearman_rows
+    g = np.array(inp.operating["full"].get("general_labels", []), dtype=float)
+    base = np.array(inp.operating["full"].get("general_base_scores", []), dtype=float)
+    out = []
+    for k, seed in enumerate(inp.seeds["full"]["seeds"]):
+        row = {"seed": str(seed) + (" (the pipeline's)" if k == 0 else "")}
+        for m in ("full", "lora"):
+            src = inp.operating[m] if k == 0 else inp.seeds[m]["extra"][k - 1]
+            row[f"{m}_metric"] = f"{rows_fn(np.array(src['eval_scores'])[None], target[None])[0]:.3f}"
+            row[f"{m}_retention"] = (f"{retention_rows(base[None], np.array(src['general_scores'])[None], g[None])[0]:.2f}"
+                                     if "general_scores" in src and len(g) else "n/a")
+        out.append(row)
+    return out
 
 
 NAMES = {"auc": "AUC", "spearman": "Spearman"}
@@ -433,7 +524,9 @@ def learning_rates(inp: Inputs) -> str:
         lr = inp.train.get(mode, {}).get("lr")
         if lr is not None:
             rec = inp.tune.get(mode, {})
-            how = (f"chosen on dev among {len({t['lr'] for t in rec['trials']})} candidates" if rec.get("searched")
+            past = len(rec.get("extended", []))
+            how = (f"chosen on dev among {len({t['lr'] for t in rec['trials']})} rates"
+                   + (f", {past} past the grid" if past else "") if rec.get("searched")
                    else "set in params.yaml, not searched")
             parts.append(f"{MODE_NAMES[mode]} at lr {lr:g} ({how})")
     return "; ".join(parts)
@@ -644,6 +737,9 @@ def _tune_rows(inp: Inputs) -> list[dict[str, str]]:
             how = (f"{kind} on dev {NAMES.get(rec['metric'], rec['metric'])}: "
                    + ", then ".join(f"{sum(t['rung'] == r for t in rec['trials'])} x {steps} steps" for r, steps in rungs)
                    + f" ({sum(t['steps'] for t in rec['trials'])} trial steps; the run itself is {rec['run_steps']})"
+                   + (f"; tried past the grid's edge: {', '.join(f'{x:g}' for x in rec['extended'])}"
+                      if rec.get("extended") else "")
+                   + ("; ties by trial retention" if rec.get("tie_break") == "retention" else "")
                    + (f". Note: it {rec['note']}" if rec.get("note") else ""))
         else:
             how = "set in params.yaml (train.<mode>.lr is a number): no search"
@@ -665,8 +761,24 @@ def alpha_rule(params: dict[str, Any]) -> str:
             f"{params.get('interpolate.max_auc_drop')} of the best alpha's")
 
 
-SEEDS_NOTE = ("Intervals cover the sampling of eval (and general) pairs for one training run per method; how far "
-              "another training seed would move each figure is not measured.")
+SEEDS_NOTE = ("Intervals cover the sampling of eval (and general) pairs for one training run per method (seeds.n 1); "
+              "how far another training seed would move each figure is not measured.")
+
+
+def seeds_note(c: dict[str, float]) -> str:
+    """What the verdict's intervals cover: eval sampling alone, or the training seeds too."""
+    n = int(c.get("op_seeds", 1))
+    if n == 1:
+        return SEEDS_NOTE
+    return (f"Figures are means over {n} training seeds per method (seeds.n; each seed's point in the Seed spread "
+            "table), and the intervals resample the seeds as well as the eval (and general) pairs.")
+
+
+def _with_ci(c: dict[str, float], key: str) -> str:
+    """A figure, with its interval where the comparison has one (the seeds' means do)."""
+    if f"{key}_ci_low" not in c:
+        return f"{c[key]:.3f}"
+    return f"{c[key]:.3f} [{c[f'{key}_ci_low']:.3f}, {c[f'{key}_ci_high']:.3f}]"
 
 
 def verdict_axes(inp: Inputs, comparison: dict[str, float]) -> str:
@@ -680,15 +792,21 @@ def verdict_axes(inp: Inputs, comparison: dict[str, float]) -> str:
     d, lo, hi = (c[f"op_lora_vs_full_{key}_diff{s}"] for s in ("", "_ci_low", "_ci_high"))
     where = {0: "equal in-domain", 1: "LoRA is better in-domain", -1: "full fine-tuning is better in-domain"}[
         _moved(c, "op_lora", "full", key)]
-    out = (f"On both axes, at each method's operating point (alpha chosen on dev + the general set, never eval: "
-           f"full {c['op_full_alpha']:g}, LoRA {c['op_lora_alpha']:g}): eval {name} {c[f'op_full_{key}']:.3f} (full) "
-           f"and {c[f'op_lora_{key}']:.3f} (LoRA), LoRA minus full {_signed(d)} [{_signed(lo)}, {_signed(hi)}]")
+    lrs = {m: inp.train.get(m, {}).get("lr") for m in ("full", "lora")}
+    point = {m: (f"lr {lrs[m]:g}, " if lrs[m] is not None else "") + f"alpha {c[f'op_{m}_alpha']:g}"
+             for m in ("full", "lora")}
+    out = (f"On both axes, at each method's operating point (lr and alpha chosen on dev + the general set, never "
+           f"eval: full {point['full']}; LoRA {point['lora']}): eval {name} {_with_ci(c, f'op_full_{key}')} "
+           f"(full) and {_with_ci(c, f'op_lora_{key}')} (LoRA), LoRA minus full {_signed(d)} "
+           f"[{_signed(lo)}, {_signed(hi)}]")
     if "op_lora_vs_full_retention_diff" not in c:
         skipped = next((i["general_skipped"] for i in inp.interpolate.values() if i.get("general_skipped")), "")
         why = f"the general set was skipped ({skipped})" if skipped else "there is no general set (general.path)"
         return (f"{out}. The verdict is one-axis: {why}, so what tuning cost outside this data is not measured. "
-                f"{SEEDS_NOTE}")
-    it = inp.interpolate
+                f"{seeds_note(c)}")
+    # one seed: the interpolate stage's retention and interval; several: their means and seed-aware intervals
+    it = {m: {k: c[f"op_{m}_{k}"] if "op_seeds" in c else inp.interpolate[m][k]
+              for k in ("retention", "retention_ci_low", "retention_ci_high")} for m in ("full", "lora")}
     kept = [f"{it[m]['retention']:.2f} [{it[m]['retention_ci_low']:.2f}, {it[m]['retention_ci_high']:.2f}] ({label})"
             for m, label in (("full", "full"), ("lora", "LoRA"))]
     rd, rlo, rhi = (c[f"op_lora_vs_full_retention_diff{s}"] for s in ("", "_ci_low", "_ci_high"))
@@ -702,7 +820,7 @@ def verdict_axes(inp: Inputs, comparison: dict[str, float]) -> str:
     else:
         short = (f"{where}; full fine-tuning keeps {rf:.2f} of the base's general similarity, LoRA {rl:.2f}{tell}")
     return (f"{out}; general retention (Spearman / the base's) {kept[0]} and {kept[1]}, LoRA minus full "
-            f"{_signed(rd)} [{_signed(rlo)}, {_signed(rhi)}]. In short: {short}. {_shipped(inp, c)} {SEEDS_NOTE}")
+            f"{_signed(rd)} [{_signed(rlo)}, {_signed(rhi)}]. In short: {short}. {_shipped(inp, c)} {seeds_note(c)}")
 
 
 def _as_trained(first: str, second: str) -> str:
@@ -775,6 +893,8 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
         retention=_retention_rows(inp), exports=_export_rows(inp), top_notes=top_notes(inp, found),
         diagnosis=[(MODE_NAMES[mode], finding, sentence) for mode, (finding, sentence) in found.items()],
         tune=_tune_rows(inp),
+        seed_rows=seed_rows(inp), seeds_cost={m: inp.seeds[m].get("wall_s") for m in ("full", "lora")
+                                              if inp.seeds.get(m, {}).get("wall_s")},
         alpha_rule=alpha_rule(inp.params),
         paired=_paired_rows(comparison),
         shares=[(key, _fmt(comparison.get(f"lora_share_of_full_gain_{key}", math.nan)))
