@@ -15,6 +15,7 @@ Each run goes into bench/operating.json under its --label (the other runs there 
 alpha curve included. Needs `make repro` first (data/prepared, models/base, the tune and interpolate records)
 in this checkout or in --workspace (a clone run at other params: another data seed, a harder demo).
 Run: python bench/operating.py --label "demo, seed 42" [--modes full lora] [--seed N] [--workspace DIR]
+     [--reuse] [--extra lora=8e-3]
      (~12 min a run on 2 cores); python bench/operating.py --replay: the descent replayed on every stored curve
      with this checkout's code and params (seconds)
 """
@@ -91,6 +92,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench/operating.json")
     ap.add_argument("--label", help='what the run is, e.g. "demo, seed 42"')
     ap.add_argument("--replay", action="store_true", help="only replay the descent on the stored curves")
+    ap.add_argument("--extra", action="append", default=[], metavar="MODE=LR,LR",
+                    help="more rates to sweep for a mode, besides its grid and every rate its search tried")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the stored rows of this --label's rates (same data, seed and recipe) and train only "
+                         "the rates it lacks")
     args = ap.parse_args()
     if args.replay:
         return replay(args.out)
@@ -106,12 +112,26 @@ def main() -> None:
                  "seed": seed, "data": {"seed": params["seed"], "generate": params["generate"]},
                  "rule": f"{params['interpolate']['rule']}, max_auc_drop {params['interpolate']['max_auc_drop']}",
                  "modes": {}}
+    extra = {m: [float(x) for x in lrs.split(",")] for m, lrs in (e.split("=", 1) for e in args.extra)}
+    stored = json.loads(args.out.read_text()).get("runs", {}).get(args.label, {}) if args.reuse and args.out.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes:
             trials = json.loads((ws / f"plots/tune_{mode}/trials.json").read_text())
             committed = json.loads((ws / f"metrics/interpolate_{mode}.json").read_text())
             rows, points = [], []
-            for lr in params["tune"][mode]:
+            # the grid, every rate the search tried (past the grid too) and any asked for
+            rates = sorted({*params["tune"][mode], *(t["lr"] for t in trials["trials"]), *extra.get(mode, [])})
+            # rows stored with their whole alpha curve (older runs kept only the choice: those are trained again)
+            kept = {r["lr"]: r for r in stored.get("modes", {}).get(mode, {}).get("per_lr", []) if "curve" in r}
+            if kept and stored.get("seed") != seed:
+                raise SystemExit(f"--reuse: the stored {args.label!r} run trained at seed {stored.get('seed')}, not {seed}")
+            for lr in sorted({*rates, *kept}):
+                trial = [t["dev_auc"] for t in trials["trials"] if t["lr"] == lr]
+                if lr in kept:  # trained before at this data, seed and recipe: its curve stands
+                    rows.append({**kept[lr], "trial_dev_auc": trial[-1] if trial else None})
+                    points += [{"lr": lr, "alpha": r["alpha"], "dev_auc": r["dev_auc"], "retention": r["retention"]}
+                               for r in kept[lr]["curve"] if "retention" in r]
+                    continue
                 p = copy.deepcopy(params)
                 p["seed"] = seed
                 p["train"][mode]["lr"] = lr
@@ -132,7 +152,6 @@ def main() -> None:
                 m = json.loads((work / "interp.json").read_text())
                 curve = json.loads((work / "plots/curve.json").read_text())
                 tuned = next(r for r in curve if r["alpha"] == 1.0)
-                trial = [t["dev_auc"] for t in trials["trials"] if t["lr"] == lr]
                 rows.append({"lr": lr, "trial_dev_auc": trial[-1] if trial else None, "dev_auc_alpha1": tuned["dev_auc"],
                              "retention_alpha1": m.get("retention_tuned"), "chosen_alpha": m["alpha"],
                              "dev_auc_at_chosen": m["dev_auc"], "eval_auc_at_chosen": m["eval_auc"],
@@ -159,8 +178,12 @@ def main() -> None:
                                        "retention_ci": at_joint["retention_at_chosen_ci"]}
                                       if abs(at_joint["chosen_alpha"] - joint["alpha"]) < 1e-9 else {})},
                 "search_s": json.loads((ws / f"metrics/tune_{mode}.json").read_text())[mode]["search_s"],
-                "trial_order": [r["lr"] for r in sorted(rows, key=lambda r: -(r["trial_dev_auc"] or 0))],
-                "full_length_order": [r["lr"] for r in sorted(rows, key=lambda r: -r["dev_auc_alpha1"])],
+                "trial_order": [r["lr"] for r in sorted(rows, key=lambda r: -(r["trial_dev_auc"] or 0))
+                                if r["trial_dev_auc"] is not None],
+                "extended": trials.get("extended", []),
+                # over the rates the search tried, so the two orders rank the same set
+                "full_length_order": [r["lr"] for r in sorted(rows, key=lambda r: -r["dev_auc_alpha1"])
+                                      if r["trial_dev_auc"] is not None],
             }
     path = args.out
     runs = json.loads(path.read_text()).get("runs", {}) if path.exists() else {}

@@ -326,7 +326,8 @@ def operating(read: Read) -> str:
         for mode, m in run["modes"].items():
             pipe, joint = m["pipeline"], m["joint"]
             for r in m["per_lr"]:
-                marks = [w for w, hit in (("search", r["lr"] == pipe["lr"]), ("joint", r["lr"] == joint["lr"])) if hit]
+                marks = [w for w, hit in (("past the grid", r["lr"] in m.get("extended", [])),
+                                          ("search", r["lr"] == pipe["lr"]), ("joint", r["lr"] == joint["lr"])) if hit]
                 ci, d = r["retention_at_chosen_ci"], r.get("descend")
                 if d:
                     checks.append(d)
@@ -349,6 +350,11 @@ def operating(read: Read) -> str:
             f"{', '.join(sorted({r['date'] for r in runs.values()}))}.\n")
 
 
+def _where(v: float, lo: float, hi: float) -> str:
+    """Where a figure lies against an interval: inside, above or below."""
+    return "inside" if lo <= v <= hi else "above" if v > hi else "below"
+
+
 def _operating_note(m: dict[str, Any]) -> str:
     """The pipeline's operating point against the joint (lr x alpha) pick, and what the search cost."""
     pipe, joint = m["pipeline"], m["joint"]
@@ -358,9 +364,11 @@ def _operating_note(m: dict[str, Any]) -> str:
             f"lr {_lr(joint['lr'])}, alpha {joint['alpha']:g}")
     if "eval_auc_ci" in joint:
         (elo, ehi), (rlo, rhi) = joint["eval_auc_ci"], joint["retention_ci"]
-        inside = elo <= pipe["eval_auc"] <= ehi and rlo <= pipe["retention"] <= rhi
+        where = {"eval AUC": _where(pipe["eval_auc"], elo, ehi), "retention": _where(pipe["retention"], rlo, rhi)}
+        verdict = ("inside both intervals" if set(where.values()) == {"inside"} else
+                   "; ".join(f"{w} on {axis}" for axis, w in where.items()))
         text += (f", eval AUC {_ci(joint['eval_auc'], elo, ehi)}, retention {_ci(joint['retention'], rlo, rhi, 2)}: "
-                 f"the pipeline's point is {'inside' if inside else 'outside'} both intervals")
+                 f"the pipeline's point is {verdict}")
     elif "retention_ci" in pipe:  # the joint point's interval is not known: is it inside the pipeline's?
         rlo, rhi = pipe["retention_ci"]
         text += (f", retention {_f(joint['retention'], 2)}, "
