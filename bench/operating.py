@@ -121,8 +121,9 @@ def main() -> None:
             rows, points = [], []
             # the grid, every rate the search tried (past the grid too) and any asked for
             rates = sorted({*params["tune"][mode], *(t["lr"] for t in trials["trials"]), *extra.get(mode, [])})
-            # rows stored with their whole alpha curve (older runs kept only the choice: those are trained again)
-            kept = {r["lr"]: r for r in stored.get("modes", {}).get(mode, {}).get("per_lr", []) if "curve" in r}
+            # rows stored with their whole alpha curve and eval interval (older runs kept less: trained again)
+            kept = {r["lr"]: r for r in stored.get("modes", {}).get(mode, {}).get("per_lr", [])
+                    if "curve" in r and "eval_auc_at_chosen_ci" in r}
             if kept and stored.get("seed") != seed:
                 raise SystemExit(f"--reuse: the stored {args.label!r} run trained at seed {stored.get('seed')}, not {seed}")
             for lr in sorted({*rates, *kept}):
@@ -164,6 +165,7 @@ def main() -> None:
                 print(json.dumps({mode: rows[-1]}), flush=True)
             joint = joint_choice(points, params["interpolate"]["max_auc_drop"])
             at_joint = next(r for r in rows if r["lr"] == joint["lr"])
+            known = abs(at_joint["chosen_alpha"] - joint["alpha"]) < 1e-9 and "eval_auc_at_chosen_ci" in at_joint
             out["modes"][mode] = {
                 "per_lr": rows,
                 "pipeline": {"lr": trials["lr"], "alpha": committed["alpha"],
@@ -176,7 +178,7 @@ def main() -> None:
                 "joint": {**joint, **({"eval_auc": at_joint["eval_auc_at_chosen"],
                                        "eval_auc_ci": at_joint["eval_auc_at_chosen_ci"],
                                        "retention_ci": at_joint["retention_at_chosen_ci"]}
-                                      if abs(at_joint["chosen_alpha"] - joint["alpha"]) < 1e-9 else {})},
+                                      if known else {})},
                 "search_s": json.loads((ws / f"metrics/tune_{mode}.json").read_text())[mode]["search_s"],
                 "trial_order": [r["lr"] for r in sorted(rows, key=lambda r: -(r["trial_dev_auc"] or 0))
                                 if r["trial_dev_auc"] is not None],
