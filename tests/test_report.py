@@ -491,3 +491,11 @@ def test_with_more_seeds_the_verdict_averages_them_and_says_so(inputs):
     # seeds for one method only (a half-finished run): no seed-aware figures rather than mismatched ones
     half = compare(_with(inp, seeds={"full": inp.seeds["full"]}))
     assert "op_seeds" not in half
+
+
+def test_the_cost_table_writes_learning_rates_one_way(inputs):
+    """A small rate came out as 2.00e-04 beside a larger one's 0.004: both as params.yaml writes them."""
+    train = {m: dict(inputs.train[m], lr=lr) for m, lr in (("full", 2e-4), ("lora", 4e-3))}
+    html, _ = build(_with(inputs, train=train))
+    cost = html.split("<h2>Cost</h2>", 1)[1].split("</table>", 1)[0]
+    assert "0.0002" in cost and "0.004" in cost and "e-04" not in cost

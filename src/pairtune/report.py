@@ -874,7 +874,8 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
                            if f"{key}_tuned_ci_low" in it.get(n, {}) else None for n in ("full", "lora")]
             rows.append({"label": label, "group": "G", "values": [_fmt(v) for v in vals],
                          "delta": [_fmt(v - vals[0]) for v in vals[1:]], "share": "", "ci": ci})
-    cost = [{"mode": mode, **{k: _fmt(v) for k, v in inp.train[mode].items()},
+    # learning rates as params.yaml and the verdict write them (2e-04 beside 0.004 read as two formats)
+    cost = [{"mode": mode, **{k: f"{v:g}" if k == "lr" else _fmt(v) for k, v in inp.train[mode].items()},
              "artifact_mb": f"{inp.train[mode]['artifact_bytes'] / 1e6:.2f}"} for mode in ("full", "lora")]
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True), trim_blocks=True,
                       lstrip_blocks=True)
