@@ -342,11 +342,12 @@ def operating(read: Read) -> str:
     same = sum(c["same"] for c in checks)
     scored, points = sum(c["scored"] for c in checks), sum(c["grid_points"] for c in checks)
     first = next(iter(runs.values()))
+    seeds = ", ".join(f"{run['seed']} ({label})" for label, run in runs.items())
     return (_table(["data", "method", "lr", "trial dev AUC", "alpha 1: dev AUC / retention",
                     "chosen alpha: dev / eval AUC", "retention there", "descend: alpha, points scored"], rows)
             + "\n" + "\n".join(notes)
             + f"\n\nThe descending search chose the whole grid's alpha on {same} of {len(checks)} curves, scoring {scored} "
-            f"of {points} grid points. Rule: {first['rule']}; training seed {first['seed']}; {first['machine']}; "
+            f"of {points} grid points. Rule: {first['rule']}; training seed: {seeds}; {first['machine']}; "
             f"{', '.join(sorted({r['date'] for r in runs.values()}))}.\n")
 
 
@@ -374,9 +375,40 @@ def _operating_note(m: dict[str, Any]) -> str:
         text += (f", retention {_f(joint['retention'], 2)}, "
                  f"{'inside' if rlo <= joint['retention'] <= rhi else 'outside'} the pipeline's retention interval "
                  f"[{_f(rlo, 2)}, {_f(rhi, 2)}] (no eval AUC interval recorded for it)")
-    if "search_s" in m and "train_s" in pipe:
+    own = next((r["train_s"] for r in m["per_lr"] if r["lr"] == pipe["lr"] and "train_s" in r), None)
+    if "search_s" in m and own:
+        # against the bench's own training of the chosen rate (a train stage process, timed alone): the
+        # pipeline's train_s may come from a run that shared the cores
+        text += (f". The search cost {m['search_s'] / own:.2f} of a training run ({m['search_s']:.0f} s against "
+                 f"{own:.0f} s for a train stage process at that rate, imports included)")
+    elif "search_s" in m and "train_s" in pipe:
         text += f". The search cost {m['search_s'] / pipe['train_s']:.2f} of a training run ({m['search_s']:.0f} s)"
     return text + "."
+
+
+def seeds(read: Read) -> str:
+    """bench/seeds.json: the operating-point verdict at one training seed and at N, on the same committed run."""
+    b = read("bench/seeds.json")
+    rows = []
+    for label, fig in (("1 (seeds.n 1: eval / general pairs resampled)", b["one"]),
+                       (f"{b['n']} (seeds.n {b['n']}: seeds and pairs resampled)", b["many"])):
+        cell = {k: (_ci(*v, digits=2 if "retention" in k else 3) if "diff" not in k else
+                    _signed_ci(*v, digits=2 if "retention" in k else 3)) for k, v in fig.items()
+                if k != "seeds" and None not in v}
+        rows.append([label, cell.get("full_auc", "n/a"), cell.get("lora_auc", "n/a"), cell.get("diff_auc", "n/a"),
+                     cell.get("full_retention", "n/a"), cell.get("lora_retention", "n/a"),
+                     cell.get("diff_retention", "n/a")])
+    per = []
+    for m in ("full", "lora"):
+        pts = [{"seed": b["seeds"][0], **b["pipeline_seed"][m]}] + b["per_seed"][m]
+        per.append(f"{MODE_TITLE[m]} (lr {_lr(b['lr'][m])}, alpha {b['alpha'][m]:g}): "
+                   + ", ".join(f"seed {p['seed']} {_f(p['eval_auc'])} / {_f(p['retention'], 2)}" for p in pts))
+    cost = ", ".join(f"{MODE_TITLE[m]} {b['seeds_stage_s'][m]:.0f} s ({b['seeds_stage_s'][m] / b['train_s'][m]:.1f} "
+                     f"training runs)" for m in ("full", "lora"))
+    return (_table(["training seeds", "full: eval AUC", "LoRA: eval AUC", "LoRA - full: AUC", "full: retention",
+                    "LoRA: retention", "LoRA - full: retention"], rows)
+            + "\nEach seed's eval AUC / retention at its method's operating point: " + "; ".join(per)
+            + f". The {b['n'] - 1} extra seeds cost {cost}. {b['machine']}; {b['date']}.\n")
 
 
 def bench(read: Read) -> str:
@@ -632,7 +664,7 @@ def params_reference(read: Read) -> str:
 TABLES: dict[str, Callable[[Read], str]] = {
     "results": results, "training": training, "verdict": verdict, "interpolation": interpolation,
     "interpolation-choice": interpolation_choice, "exports": exports, "lr-check": lr_check, "quant": quant,
-    "operating": operating,
+    "operating": operating, "seeds": seeds,
     "bench": bench, "bench-pipeline": bench_pipeline, "inference": inference, "ddp": ddp, "scale": scale,
     "ablation": ablation, "families-cost": families_cost, "params": params_reference,
     "turnaround": turnaround, "turnaround-fixed": turnaround_fixed, "first-run": first_run,
