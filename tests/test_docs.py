@@ -83,6 +83,11 @@ def test_a_hand_edited_table_is_caught(tmp_path):
     readme.write_text(readme.read_text().replace("<!-- table: verdict", "<!-- table: nonesuch"))
     with pytest.raises(doctables.StaleTable, match="no such table"):
         doctables.check(root)
+    # a marker the parser does not read (an empty source list) was skipped in silence, its table never filled
+    readme.write_text(readme.read_text() + "\n<!-- table: verdict | -->\n<!-- /table -->\n")
+    for run in (doctables.check, doctables.update):
+        with pytest.raises(doctables.StaleTable, match=r"README.md:\d+: a table marker not read as one"):
+            run(root)
 
 
 def test_update_refuses_sources_that_are_not_the_committed_version(tmp_path):

@@ -705,11 +705,22 @@ def doc_files(root: Path) -> list[Path]:
     return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
 
 
+def _malformed(path: Path, root: Path, text: str) -> None:
+    """A `<!-- table:` opening that MARKER does not read (e.g. `<!-- table: x | -->`) would be skipped in
+    silence, its table never filled: refuse it."""
+    for opening in re.finditer(r"^<!-- table:.*$", text, re.M):
+        if not MARKER.match(text, opening.start()):
+            line = text.count("\n", 0, opening.start()) + 1
+            raise StaleTable(f"{path.relative_to(root)}:{line}: a table marker not read as one: {opening[0]!r} "
+                             "(write `<!-- table: NAME -->`, the table, then `<!-- /table -->` on its own line)")
+
+
 def update(root: Path) -> list[str]:
     """Regenerate every marked table in README.md and docs/; return the files changed. Refuses stale sources."""
     outs, changed = _lock_outs(root), []
     for path in doc_files(root):
         text = path.read_text()
+        _malformed(path, root, text)
 
         def fill(m: re.Match) -> str:
             try:
@@ -735,6 +746,7 @@ def check(root: Path) -> tuple[int, int]:
     outs = _lock_outs(root)
     tables = compared = 0
     for path in doc_files(root):
+        _malformed(path, root, path.read_text())
         for m in MARKER.finditer(path.read_text()):
             tables += 1
             where = f"{path.relative_to(root)}: table {m['name']!r}"
