@@ -27,17 +27,17 @@ def test_spread_is_the_seeds_mean_and_widens_when_seeds_disagree():
     clean = y + rng.normal(0, 0.8, 300)
     same = [clean, clean, clean]
     apart = [y + rng.normal(0, s, 300) for s in (0.4, 0.8, 1.6)]  # three seeds that land far apart
-    mean, lo, hi = seeds.spread(_auc_stat(apart, y), 3, 300, 400, 0.95, 1)
+    mean, lo, hi = M.seed_spread(_auc_stat(apart, y), 3, 300, 400, 0.95, 1)
     assert mean == pytest.approx(np.mean([M.auc(s, y) for s in apart]))
     assert lo < mean < hi
-    m1, lo1, hi1 = seeds.spread(_auc_stat(same, y), 3, 300, 400, 0.95, 1)
+    m1, lo1, hi1 = M.seed_spread(_auc_stat(same, y), 3, 300, 400, 0.95, 1)
     assert m1 == pytest.approx(M.auc(clean, y))
     # identical seeds: the pairs' interval alone, as the one-seed bootstrap gives it (to sampling error)
     blo, bhi = M.bootstrap_ci(lambda i: M.auc_rows(clean[i], y[i]), 300, 400, 0.95, 1)
     assert abs((hi1 - lo1) - (bhi - blo)) < 0.25 * (bhi - blo)
     assert hi - lo > 1.5 * (hi1 - lo1)  # seeds that disagree widen it
     # a figure undefined on every resample (one class) gives no interval, not an error
-    mean, lo, hi = seeds.spread(_auc_stat(same, np.ones(300, int)), 3, 300, 50, 0.95, 1)
+    mean, lo, hi = M.seed_spread(_auc_stat(same, np.ones(300, int)), 3, 300, 50, 0.95, 1)
     assert np.isnan(lo) and np.isnan(hi)
 
 

@@ -141,13 +141,38 @@ def bootstrap_ci(stat: Callable[[np.ndarray], np.ndarray], n: int, resamples: in
     chunk = max(1, BOOTSTRAP_CELLS // max(n, 1))
     parts = [np.asarray(stat(rng.integers(0, n, (min(chunk, resamples - start), n))), dtype=float)
              for start in range(0, resamples, chunk)]
-    values = np.concatenate(parts) if parts else np.empty(0)
+    return _percentiles(np.concatenate(parts) if parts else np.empty(0), confidence)
+
+
+def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central `confidence` interval of bootstrap values, NaNs (undefined resamples) skipped."""
     values = values[~np.isnan(values)]
     if not len(values):
         return math.nan, math.nan
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(values, [alpha, 1 - alpha])
     return float(lo), float(hi)
+
+
+def seed_spread(stat: Callable[[int, np.ndarray], np.ndarray], n_seeds: int, n: int, resamples: int,
+                confidence: float, seed: int) -> tuple[float, float, float]:
+    """A figure averaged over training seeds, with a percentile interval that resamples both the seeds and the
+    n pairs: (mean, low, high).
+
+    `stat(k, idx)` is the figure of seed k on each row of the (rows, n) pair-index matrix idx (the metrics
+    `*_rows` functions). A replicate draws n pair indices (one draw for every seed, so paired figures stay
+    paired) and n_seeds seeds with replacement, and averages the drawn seeds' figures. NaN rows are skipped."""
+    whole = np.arange(n)[None]
+    mean = float(np.mean([stat(k, whole)[0] for k in range(n_seeds)]))
+    rng = np.random.default_rng(seed)
+    chunk = max(1, BOOTSTRAP_CELLS // max(n, 1))
+    parts = []
+    for begin in range(0, resamples, chunk):
+        idx = rng.integers(0, n, (min(chunk, resamples - begin), n))
+        per_seed = np.stack([np.asarray(stat(k, idx), dtype=float) for k in range(n_seeds)])  # (seeds, rows)
+        drawn = rng.integers(0, n_seeds, (len(idx), n_seeds))
+        parts.append(per_seed[drawn, np.arange(len(idx))[:, None]].mean(axis=1))
+    return (mean, *_percentiles(np.concatenate(parts), confidence))
 
 
 # Row-wise statistics for the bootstrap: each row of the 2-d arguments is one resample. One validated

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from pairtune.generate import PAIR_TYPE_WORDS
-from pairtune.metrics import auc_rows, paired_bootstrap, paired_retention, retention_rows, spearman_rows
+from pairtune.metrics import (auc_rows, paired_bootstrap, paired_retention, retention_rows, seed_spread,
+                              spearman_rows)
 
 MODELS = ("base", "full", "lora")
 COLORS = {"base": "#8c8c8c", "full": "#1f77b4", "lora": "#d62728"}
@@ -439,9 +440,7 @@ def seed_count(inp: Inputs) -> int:
 def compare_seeds(inp: Inputs, y: np.ndarray, graded: np.ndarray) -> dict[str, float]:
     """With seeds.n > 1: each method's operating-point figures as means over its training seeds, and LoRA
     minus full, with intervals that resample the seeds as well as the pairs (seed k of one method paired with
-    seed k of the other; `seeds.spread`). Replaces compare_operating's one-seed figures; empty with one seed."""
-    from pairtune.seeds import spread
-
+    seed k of the other; `metrics.seed_spread`). Replaces compare_operating's one-seed figures; empty with one seed."""
     n = seed_count(inp)
     if n == 1:
         return {}
@@ -451,9 +450,9 @@ def compare_seeds(inp: Inputs, y: np.ndarray, graded: np.ndarray) -> dict[str, f
     out: dict[str, float] = {"op_seeds": n}
     for key, rows, target in (("auc", auc_rows, y), ("spearman", spearman_rows, graded)):
         for m in ("full", "lora"):
-            out[f"op_{m}_{key}"], out[f"op_{m}_{key}_ci_low"], out[f"op_{m}_{key}_ci_high"] = spread(
+            out[f"op_{m}_{key}"], out[f"op_{m}_{key}_ci_low"], out[f"op_{m}_{key}_ci_high"] = seed_spread(
                 lambda k, i, m=m, rows=rows, t=target: rows(ev[m][k][i], t[i]), n, len(y), *args)
-        d = spread(lambda k, i, rows=rows, t=target: rows(ev["lora"][k][i], t[i]) - rows(ev["full"][k][i], t[i]),
+        d = seed_spread(lambda k, i, rows=rows, t=target: rows(ev["lora"][k][i], t[i]) - rows(ev["full"][k][i], t[i]),
                    n, len(y), *args)
         out.update(zip((f"op_lora_vs_full_{key}_diff{s}" for s in ("", "_ci_low", "_ci_high")), d, strict=True))
     if all("general_scores" in op[m] and all("general_scores" in x for x in inp.seeds[m]["extra"])
@@ -464,9 +463,9 @@ def compare_seeds(inp: Inputs, y: np.ndarray, graded: np.ndarray) -> dict[str, f
                                                                     for x in inp.seeds[m]["extra"]]
               for m in ("full", "lora")}
         for m in ("full", "lora"):
-            out[f"op_{m}_retention"], out[f"op_{m}_retention_ci_low"], out[f"op_{m}_retention_ci_high"] = spread(
+            out[f"op_{m}_retention"], out[f"op_{m}_retention_ci_low"], out[f"op_{m}_retention_ci_high"] = seed_spread(
                 lambda k, i, m=m: retention_rows(base[i], gs[m][k][i], g[i]), n, len(g), *args)
-        d = spread(lambda k, i: retention_rows(base[i], gs["lora"][k][i], g[i])
+        d = seed_spread(lambda k, i: retention_rows(base[i], gs["lora"][k][i], g[i])
                    - retention_rows(base[i], gs["full"][k][i], g[i]), n, len(g), *args)
         out.update(zip((f"op_lora_vs_full_retention_diff{s}" for s in ("", "_ci_low", "_ci_high")), d, strict=True))
     return out

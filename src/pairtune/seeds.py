@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import tempfile
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -71,29 +69,3 @@ def replicate(mode: str, p: Params, seed: int, lr: float, alpha: float, data: di
              out["eval_spearman"], f", retention {out['retention']:.3f}" if "retention" in out else "", out["wall_s"])
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in out.items()}
 
-
-def spread(stat: Callable[[int, np.ndarray], np.ndarray], n_seeds: int, n: int, resamples: int, confidence: float,
-           seed: int) -> tuple[float, float, float]:
-    """A figure averaged over training seeds, with a percentile interval that resamples both the seeds and the
-    n pairs: (mean, low, high).
-
-    `stat(k, idx)` is the figure of seed k on each row of the (rows, n) pair-index matrix idx (the metrics
-    `*_rows` functions). A replicate draws n pair indices (one draw for every seed, so paired figures stay
-    paired) and n_seeds seeds with replacement, and averages the drawn seeds' figures. NaN rows are skipped."""
-    whole = np.arange(n)[None]
-    mean = float(np.mean([stat(k, whole)[0] for k in range(n_seeds)]))
-    rng = np.random.default_rng(seed)
-    chunk = max(1, M.BOOTSTRAP_CELLS // max(n, 1))
-    parts = []
-    for begin in range(0, resamples, chunk):
-        idx = rng.integers(0, n, (min(chunk, resamples - begin), n))
-        per_seed = np.stack([np.asarray(stat(k, idx), dtype=float) for k in range(n_seeds)])  # (seeds, rows)
-        drawn = rng.integers(0, n_seeds, (len(idx), n_seeds))
-        parts.append(per_seed[drawn, np.arange(len(idx))[:, None]].mean(axis=1))
-    values = np.concatenate(parts)
-    values = values[~np.isnan(values)]
-    if not len(values):
-        return mean, math.nan, math.nan
-    half = (1 - confidence) / 2
-    lo, hi = np.quantile(values, [half, 1 - half])
-    return mean, float(lo), float(hi)
