@@ -13,12 +13,18 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-# torch first, pinned, so nothing resolves a multi-GB CUDA build; then the exact lock; then pairtune itself.
+# torch first, pinned, so nothing resolves a multi-GB CUDA build; then the exact lock (complete, so pip need
+# not resolve it: --no-deps, and `pip check` fails the install if it ever is not); then pairtune itself.
+# pip compiles bytecode on one core: --no-compile, and pairtune.precompile compiles it on every core beside
+# numba's cache for UMAP/HDBSCAN (docs/performance.md, "First run").
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check --no-compile
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PIP) torch==2.13.0
+	$(BIN)/python -P src/pairtune/precompile.py --only torch & $(PIP) --no-deps -r requirements.lock && wait $$!
+	$(PIP) --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check -q
+	$(BIN)/python -m pairtune.precompile
 	touch $(STAMP)
 
 # Plain `dvc repro`. WARM=1 runs it through pairtune.warm (opt-in): one process imports torch and
