@@ -9,7 +9,9 @@ training stages trained and searched (their own metrics), and whether every mode
 clone produced has the hashes of this checkout's dvc.lock (the same results, byte for byte).
 Writes bench/first_run.json, one section per machine kind; docs/performance.md's `first-run` table and the
 README's figure are generated from it.
-Run: python bench/first_run.py [--isa avx2] [--rev REV]  (~8-10 min each)
+Each stage's wall seconds (DVC's bookkeeping of it included) and the learning rate and alpha each method chose
+are recorded too. `--isa native avx2 --runs 2` alternates the kinds run by run and records medians.
+Run: python bench/first_run.py [--isa native|avx2 ...] [--runs N] [--rev REV]  (~8-10 min a run)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,31 +49,48 @@ def _timed(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[f
     return wall, int(rss[-1]) / 1024
 
 
+def _stage_times(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[float, float, dict[str, float]]:
+    """`_timed`, plus each stage's wall seconds: from DVC's "Running stage 'x'" line to the next stage's (or the
+    end), so DVC's own hashing and caching of that stage's outputs count to it."""
+    start = time.perf_counter()
+    marks: list[tuple[str, float]] = []
+    with log.open("a") as fh:
+        # Unbuffered, so each "Running stage" line arrives when DVC prints it (a pipe is block-buffered).
+        proc = subprocess.Popen(["/usr/bin/time", "-v", *cmd], cwd=cwd, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:  # type: ignore[union-attr]
+            fh.write(line)
+            # search, not match: a stage's last output line may lack its newline and run into DVC's
+            if m := re.search(r"Running stage '([^']+)'", line):
+                marks.append((m.group(1), time.perf_counter()))
+        proc.wait()
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed in {cwd}; the end of {log}:\n{log.read_text()[-3000:]}")
+    rss = re.findall(r"Maximum resident set size \(kbytes\): (\d+)", log.read_text())
+    ends = [t for _, t in marks[1:]] + [start + wall]
+    stages = {name: round(end - t, 1) for (name, t), end in zip(marks, ends)}
+    return wall, int(rss[-1]) / 1024, stages
+
+
 def _outs(lock: dict) -> dict[str, str]:
-    """Every cached output's path and hash in a dvc.lock (wall-time metrics excluded: they differ by nature)."""
+    """Every cached output's path and hash in a dvc.lock (wall times excluded, and the report page that quotes
+    them: they differ by nature)."""
     out = {}
     for name, stage in lock["stages"].items():
         for o in stage.get("outs", []):
-            if not o["path"].startswith(("metrics/train_", "metrics/tune_", "dvclive/")):
+            # the report's Cost table quotes the training seconds; metrics/report.json holds its figures
+            if not o["path"].startswith(("metrics/train_", "metrics/tune_", "dvclive/", "plots/report.html")):
                 out[f"{name}: {o['path']}"] = o.get("md5", "")
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rev", default="HEAD")
-    ap.add_argument("--isa", choices=sorted(ISA_ENV), default=None,
-                    help="run as on a CPU without native bf16: cap oneDNN, ATen and MKL at AVX2")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "first_run.json"))
-    args = ap.parse_args()
-    _ISA.update(ISA_ENV.get(args.isa, {}))
-    mach = machine_info()
+def _one(rev: str, isa: str | None) -> dict:
+    """One first run of `rev` as the CPU kind `isa` names (None: this CPU as it is)."""
     # The clone's own venv and tools only: nothing of this checkout's venv on PATH.
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(ROOT)))
-    env.update(_ISA)
-    rev = subprocess.run(["git", "rev-parse", "--short", args.rev], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout.strip()
+    env.update(ISA_ENV.get(isa or "", {}))
     with tempfile.TemporaryDirectory() as tmp:
         clone, log = Path(tmp) / "pairtune", Path(tmp) / "log.txt"
         start = time.perf_counter()
@@ -78,28 +98,66 @@ def main() -> None:
         subprocess.run(["git", "checkout", "-q", rev], cwd=clone, check=True)
         clone_s = time.perf_counter() - start
         install_s, install_rss = _timed(["make", "install"], clone, env, log)
-        repro_s, repro_rss = _timed(["make", "repro"], clone, env, log)
+        repro_s, repro_rss, stages = _stage_times(["make", "repro"], clone, env, log)
         trained = {f"{stage}@{mode}": json.loads((clone / f"metrics/{stage}_{mode}.json").read_text())[mode][key]
                    for stage, key in TRAINING for mode in ("full", "lora")}
+        # What the run chose, per CPU kind: a kind whose kernels round differently may choose another point.
+        chosen = {mode: {"lr": json.loads((clone / f"plots/tune_{mode}/choice.json").read_text())["lr"],
+                         "alpha": json.loads((clone / f"plots/interpolate_{mode}/chosen.json").read_text())["alpha"]}
+                  for mode in ("full", "lora")}
         mine = _outs(yaml.safe_load((clone / "dvc.lock").read_text()))
         ref = _outs(yaml.safe_load(subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=ROOT, capture_output=True,
                                                   text=True, check=True).stdout))
         differ = sorted(k for k in ref if mine.get(k) != ref[k])
         venv_gb = sum(f.stat().st_size for f in (clone / ".venv").rglob("*") if f.is_file()) / 1e9
         shutil.rmtree(clone / ".venv")
-    record = {"commit": rev, "date": date.today().isoformat(), "machine": mach,
-              "what": "git clone, make install (venv + locked stack; pip's download cache warm), make repro "
-                      "(every stage, cold: plain dvc repro)",
-              "clone_s": round(clone_s, 1), "install_s": round(install_s, 1), "repro_s": round(repro_s, 1),
-              "wall_s": round(clone_s + install_s + repro_s, 1),
-              "peak_rss_mb_largest_process": round(max(install_rss, repro_rss), 1),
-              "training_s": {k: round(v, 1) for k, v in trained.items()}, "venv_gb": round(venv_gb, 2),
-              "outputs_equal_to_lock": not differ, "outputs_differing": differ}
+    return {"clone_s": round(clone_s, 1), "install_s": round(install_s, 1), "repro_s": round(repro_s, 1),
+            "wall_s": round(clone_s + install_s + repro_s, 1),
+            "peak_rss_mb_largest_process": round(max(install_rss, repro_rss), 1),
+            "training_s": {k: round(v, 1) for k, v in trained.items()}, "stages_s": stages, "chosen": chosen,
+            "venv_gb": round(venv_gb, 2), "outputs_equal_to_lock": not differ, "outputs_differing": differ}
+
+
+def _median(runs: list[dict]) -> dict:
+    """The runs' medians (seconds, RSS; per stage too), the rest from the median-wall run; every run kept."""
+    mid = sorted(runs, key=lambda r: r["wall_s"])[(len(runs) - 1) // 2]
+    med = {k: round(statistics.median(r[k] for r in runs), 1)
+           for k in ("clone_s", "install_s", "repro_s", "wall_s", "peak_rss_mb_largest_process")}
+    for key in ("training_s", "stages_s"):
+        med[key] = {k: round(statistics.median(r[key][k] for r in runs if k in r[key]), 1) for k in mid[key]}
+    return {**mid, **med, "runs": runs}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rev", default="HEAD")
+    ap.add_argument("--isa", choices=["native", *sorted(ISA_ENV)], nargs="+", default=["native"],
+                    help="CPU kinds, alternated run by run: native (this CPU as it is) and/or avx2 (as a CPU "
+                         "without native bf16: oneDNN, ATen and MKL capped at AVX2)")
+    ap.add_argument("--runs", type=int, default=1, help="first runs per kind (medians; the kinds alternate)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "first_run.json"))
+    args = ap.parse_args()
+    rev = subprocess.run(["git", "rev-parse", "--short", args.rev], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    kinds = [None if k == "native" else k for k in args.isa]
+    machines, runs = {}, {k: [] for k in kinds}
+    for kind in kinds:
+        _ISA.clear()
+        _ISA.update(ISA_ENV.get(kind or "", {}))
+        machines[kind] = machine_info()
+    for i in range(args.runs):
+        for kind in kinds:
+            runs[kind].append(_one(rev, kind))
+            print(f"run {i + 1}/{args.runs}, {kind or 'native'}: {runs[kind][-1]['wall_s']:.0f} s", flush=True)
     everything = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
     everything = everything if "machines" in everything else {"machines": {}}
-    everything["machines"][_kind(mach, args.isa)] = record
+    for kind in kinds:
+        record = {"commit": rev, "date": date.today().isoformat(), "machine": machines[kind],
+                  "what": "git clone, make install (venv + locked stack; pip's download cache warm), make repro "
+                          "(every stage, cold: plain dvc repro)", **_median(runs[kind])}
+        everything["machines"][_kind(machines[kind], kind)] = record
+        print(json.dumps({k: v for k, v in record.items() if k != "runs"}, indent=2))
     Path(args.out).write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
-    print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

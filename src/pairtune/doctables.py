@@ -568,11 +568,32 @@ def first_run(read: Read) -> str:
         rows.append([kind, f"**{_mmss(m['wall_s'])}**", f"{m['install_s']:.0f} s", f"{m['repro_s']:.0f} s",
                      f"{trained:.0f} s (" + ", ".join(f"{k} {v:.0f}" for k, v in t.items()) + ")",
                      f"{m['repro_s'] - trained:.0f} s", f"{m['peak_rss_mb_largest_process'] / 1024:.2f} GB",
-                     "yes" if m["outputs_equal_to_lock"] else f"no: {len(m['outputs_differing'])} outputs differ"])
-        notes.append(f"- `{kind}`: {_machine_line(m)}; commit {m['commit']}, {m['date']}")
+                     "yes" if m["outputs_equal_to_lock"] else f"no: {len(m['outputs_differing'])} outputs differ",
+                     str(len(m.get("runs", [])) or 1)])
+        chose = "; ".join(f"{mode} lr {c['lr']:.2g}, alpha {c['alpha']:g}" for mode, c in m.get("chosen", {}).items())
+        notes.append(f"- `{kind}`: {_machine_line(m)}; commit {m['commit']}, {m['date']}"
+                     + (f"; chose {chose}" if chose else ""))
     return (_table(["machine kind", "first run", "make install", "make repro", "of which training and search",
-                    "the other stages", "peak RSS (largest process)", "outputs = dvc.lock"], rows)
+                    "the other stages", "peak RSS (largest process)", "outputs = dvc.lock", "runs (medians)"], rows)
             + "\n".join(notes) + "\n")
+
+
+PIPELINE_ORDER = ("generate", "prepare", "base", "tune", "train", "evaluate", "interpolate", "export", "seeds",
+                  "report")  # dvc.yaml's stages, in the order `dvc repro` runs them
+STAGE_ITEM_ORDER = {"": 0, "base": 0, "full": 1, "lora": 2}
+
+
+def first_run_stages(read: Read) -> str:
+    """bench/first_run.json: each stage's wall seconds in the first `make repro`, per machine kind (medians)."""
+    kinds = {k: m for k, m in read("bench/first_run.json")["machines"].items() if m.get("stages_s")}
+    order = list(PIPELINE_ORDER)  # the file's keys are sorted; the table runs in the pipeline's order
+    stages = sorted(dict.fromkeys(s for m in kinds.values() for s in m["stages_s"]),
+                    key=lambda s: (order.index(s.split("@")[0]) if s.split("@")[0] in order else len(order),
+                                   STAGE_ITEM_ORDER.get(s.partition("@")[2], 9), s))
+    rows = [[f"`{s}`", *(f"{m['stages_s'][s]:.1f}" if s in m["stages_s"] else "-" for m in kinds.values())]
+            for s in stages]
+    rows.append(["**all stages**", *(f"**{sum(m['stages_s'].values()):.0f}**" for m in kinds.values())])
+    return _table(["stage", *(f"{k} (s)" for k in kinds)], rows)
 
 
 def first_run_readme(read: Read) -> str:
@@ -667,7 +688,7 @@ TABLES: dict[str, Callable[[Read], str]] = {
     "operating": operating, "seeds": seeds,
     "bench": bench, "bench-pipeline": bench_pipeline, "inference": inference, "ddp": ddp, "scale": scale,
     "ablation": ablation, "families-cost": families_cost, "params": params_reference,
-    "turnaround": turnaround, "turnaround-fixed": turnaround_fixed, "first-run": first_run,
+    "turnaround": turnaround, "turnaround-fixed": turnaround_fixed, "first-run": first_run, "first-run-stages": first_run_stages,
     "first-run-readme": first_run_readme,
 }
 
