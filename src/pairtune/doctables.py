@@ -568,14 +568,15 @@ def first_run(read: Read) -> str:
         rows.append([kind, f"**{_mmss(m['wall_s'])}**", f"{m['install_s']:.0f} s", f"{m['repro_s']:.0f} s",
                      f"{trained:.0f} s (" + ", ".join(f"{k} {v:.0f}" for k, v in t.items()) + ")",
                      f"{m['repro_s'] - trained:.0f} s", f"{m['peak_rss_mb_largest_process'] / 1024:.2f} GB",
-                     "yes" if m["outputs_equal_to_lock"] else f"no: {len(m['outputs_differing'])} outputs differ",
-                     str(len(m.get("runs", [])) or 1)])
+                     "yes" if m["outputs_equal_to_lock"] else f"no: {len(m['outputs_differing'])} outputs differ"])
         chose = "; ".join(f"{mode} lr {c['lr']:.2g}, alpha {c['alpha']:g}" for mode, c in m.get("chosen", {}).items())
-        notes.append(f"- `{kind}`: {_machine_line(m)}; commit {m['commit']}, {m['date']}"
+        runs = len(m.get("runs", [])) or 1
+        notes.append(f"- `{kind}`: {_machine_line(m)}; commit {m['commit']}, {m['date']}; "
+                     + (f"medians of {runs} runs (the kinds alternating)" if runs > 1 else "one run")
                      + (f"; chose {chose}" if chose else ""))
     return (_table(["machine kind", "first run", "make install", "make repro", "of which training and search",
-                    "the other stages", "peak RSS (largest process)", "outputs = dvc.lock", "runs (medians)"], rows)
-            + "\n".join(notes) + "\n")
+                    "the other stages", "peak RSS (largest process)", "outputs = dvc.lock"], rows)
+            + "\n" + "\n".join(notes) + "\n")
 
 
 PIPELINE_ORDER = ("generate", "prepare", "base", "tune", "train", "evaluate", "interpolate", "export", "seeds",
