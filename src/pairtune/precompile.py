@@ -31,8 +31,9 @@ import time
 # Never imported by a running stage: folders of a package's own tests (pandas' alone are 1,143 files). pip
 # compiles them; we leave them to compile on import, which nothing does.
 NOT_IMPORTED = re.compile(r"[/\\]tests?[/\\]")
-# Points for the numba warm-up: enough for UMAP's exact-neighbour path and HDBSCAN to run every function the
-# evaluate stage runs on the demo (a 40-point fit left ~1 s of compiling to a 400-point one).
+# Points for the numba warm-up: UMAP's exact-neighbour path and HDBSCAN, as the evaluate stage runs them on the
+# demo. After a 40-point fit a 400-point one still compiled ~1 s; after this one it took 4.4-6.2 s, as with a
+# fully warm cache (4.5-5.5 s). Data past UMAP's exact-neighbour size compiles pynndescent's search once.
 WARM_POINTS = 200
 
 
