@@ -37,27 +37,16 @@ from run import _ISA, ISA_ENV, ROOT, _kind, machine_info  # noqa: E402 (bench/ i
 TRAINING = (("tune", "search_s"), ("train", "train_s"))
 
 
-def _timed(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[float, float]:
-    """Wall seconds and the largest process's peak RSS (MB) of `cmd` under /usr/bin/time -v."""
-    start = time.perf_counter()
-    with log.open("a") as fh:
-        proc = subprocess.run(["/usr/bin/time", "-v", *cmd], cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - start
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed in {cwd}; the end of {log}:\n{log.read_text()[-3000:]}")
-    rss = re.findall(r"Maximum resident set size \(kbytes\): (\d+)", log.read_text())
-    return wall, int(rss[-1]) / 1024
-
-
-def _stage_times(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[float, float, dict[str, float]]:
-    """`_timed`, plus each stage's wall seconds: from DVC's "Running stage 'x'" line to the next stage's (or the
-    end), so DVC's own hashing and caching of that stage's outputs count to it."""
+def _timed(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[float, float, dict[str, float]]:
+    """Wall seconds and the largest process's peak RSS (MB) of `cmd` under /usr/bin/time -v, and each DVC
+    stage's wall seconds: from DVC's "Running stage 'x'" line to the next stage's (or the end), so DVC's own
+    hashing and caching of that stage's outputs count to it (none for a command that runs no stage)."""
     start = time.perf_counter()
     marks: list[tuple[str, float]] = []
     with log.open("a") as fh:
         # Unbuffered, so each "Running stage" line arrives when DVC prints it (a pipe is block-buffered).
-        proc = subprocess.Popen(["/usr/bin/time", "-v", *cmd], cwd=cwd, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(["/usr/bin/time", "-v", *cmd], cwd=cwd, env={**env, "PYTHONUNBUFFERED": "1"},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:  # type: ignore[union-attr]
             fh.write(line)
             # search, not match: a stage's last output line may lack its newline and run into DVC's
@@ -97,8 +86,8 @@ def _one(rev: str, isa: str | None) -> dict:
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         subprocess.run(["git", "checkout", "-q", rev], cwd=clone, check=True)
         clone_s = time.perf_counter() - start
-        install_s, install_rss = _timed(["make", "install"], clone, env, log)
-        repro_s, repro_rss, stages = _stage_times(["make", "repro"], clone, env, log)
+        install_s, install_rss, _ = _timed(["make", "install"], clone, env, log)
+        repro_s, repro_rss, stages = _timed(["make", "repro"], clone, env, log)
         trained = {f"{stage}@{mode}": json.loads((clone / f"metrics/{stage}_{mode}.json").read_text())[mode][key]
                    for stage, key in TRAINING for mode in ("full", "lora")}
         # What the run chose, per CPU kind: a kind whose kernels round differently may choose another point.
@@ -124,7 +113,8 @@ def _median(runs: list[dict]) -> dict:
     med = {k: round(statistics.median(r[k] for r in runs), 1)
            for k in ("clone_s", "install_s", "repro_s", "wall_s", "peak_rss_mb_largest_process")}
     for key in ("training_s", "stages_s"):
-        med[key] = {k: round(statistics.median(r[key][k] for r in runs if k in r[key]), 1) for k in mid[key]}
+        names = dict.fromkeys(k for r in runs for k in r[key])  # a stage one run's log missed still counts
+        med[key] = {k: round(statistics.median(r[key][k] for r in runs if k in r[key]), 1) for k in names}
     return {**mid, **med, "runs": runs}
 
 

@@ -587,10 +587,12 @@ STAGE_ITEM_ORDER = {"": 0, "base": 0, "full": 1, "lora": 2}
 def first_run_stages(read: Read) -> str:
     """bench/first_run.json: each stage's wall seconds in the first `make repro`, per machine kind (medians)."""
     kinds = {k: m for k, m in read("bench/first_run.json")["machines"].items() if m.get("stages_s")}
-    order = list(PIPELINE_ORDER)  # the file's keys are sorted; the table runs in the pipeline's order
-    stages = sorted(dict.fromkeys(s for m in kinds.values() for s in m["stages_s"]),
-                    key=lambda s: (order.index(s.split("@")[0]) if s.split("@")[0] in order else len(order),
-                                   STAGE_ITEM_ORDER.get(s.partition("@")[2], 9), s))
+    def place(stage: str) -> tuple[int, int, str]:  # the file's keys are sorted; the table runs as the pipeline
+        name, _, item = stage.partition("@")
+        return (PIPELINE_ORDER.index(name) if name in PIPELINE_ORDER else len(PIPELINE_ORDER),
+                STAGE_ITEM_ORDER.get(item, len(STAGE_ITEM_ORDER)), stage)
+
+    stages = sorted(dict.fromkeys(s for m in kinds.values() for s in m["stages_s"]), key=place)
     rows = [[f"`{s}`", *(f"{m['stages_s'][s]:.1f}" if s in m["stages_s"] else "-" for m in kinds.values())]
             for s in stages]
     rows.append(["**all stages**", *(f"**{sum(m['stages_s'].values()):.0f}**" for m in kinds.values())])
@@ -689,7 +691,8 @@ TABLES: dict[str, Callable[[Read], str]] = {
     "operating": operating, "seeds": seeds,
     "bench": bench, "bench-pipeline": bench_pipeline, "inference": inference, "ddp": ddp, "scale": scale,
     "ablation": ablation, "families-cost": families_cost, "params": params_reference,
-    "turnaround": turnaround, "turnaround-fixed": turnaround_fixed, "first-run": first_run, "first-run-stages": first_run_stages,
+    "turnaround": turnaround, "turnaround-fixed": turnaround_fixed, "first-run": first_run,
+    "first-run-stages": first_run_stages,
     "first-run-readme": first_run_readme,
 }
 

@@ -32,8 +32,9 @@ import time
 # compiles them; we leave them to compile on import, which nothing does.
 NOT_IMPORTED = re.compile(r"[/\\]tests?[/\\]")
 # Points for the numba warm-up: UMAP's exact-neighbour path and HDBSCAN, as the evaluate stage runs them on the
-# demo. After a 40-point fit a 400-point one still compiled ~1 s; after this one it took 4.4-6.2 s, as with a
-# fully warm cache (4.5-5.5 s). Data past UMAP's exact-neighbour size compiles pynndescent's search once.
+# demo. After a 40-point fit a 400-point one took 5.6 s against 4.7 s once a 400-point fit had filled the cache;
+# after this one, 4.4-6.2 s (four fresh installs). Data past UMAP's exact-neighbour size compiles
+# pynndescent's search once.
 WARM_POINTS = 200
 
 
