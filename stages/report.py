@@ -1,10 +1,10 @@
-"""report: render plots/report.html comparing base, full and LoRA, and the paired comparison metrics.
+"""report: render plots/report.html comparing the base and each tuned method, and the paired comparison metrics.
 
 Reads <plots>/evaluate_<model>/{details,roc}.json (every eval figure, the ROC curve), metrics/train_<mode>.json (wall time),
 <live>/train_<mode>/train.json (the training record), metrics/interpolate_<mode>.json, <plots>/interpolate_<mode>/curve.json, the DVCLive curves,
 metrics/prepare.json, metrics/export_<mode>.json (what each export shipped), <plots>/tune_<mode>/trials.json
 (the learning-rate search), <plots>/seeds_<mode>/points.json (the extra training seeds, seeds.n > 1) and params.yaml. Writes <out> (one self-contained HTML file)
-and <metrics> (paired-bootstrap differences, LoRA's share of full's gain).
+and <metrics> (paired-bootstrap differences, each method's share of full's gain).
 Run: python stages/report.py --out plots/report.html --metrics metrics/report.json
 """
 
@@ -21,7 +21,7 @@ from ruamel.yaml import YAML
 
 from pairtune import io, params
 from pairtune.errors import run_stage, setup_logging
-from pairtune.report import MODELS, Inputs, build
+from pairtune.report import METHODS, Inputs, build
 
 # The params sections this stage declares in dvc.yaml: only these are shown, so the report never shows a
 # value it would not rerun for.
@@ -67,28 +67,36 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     p = params.load(args.params)
     mdir, pdir, ldir = Path(args.metrics_dir), Path(args.plots_dir), Path(args.live_dir)
-    details = {m: _json(pdir / f"evaluate_{m}" / "details.json") for m in MODELS}
+    methods = METHODS
+    models = ("base", *methods)
+    details = {m: _json(pdir / f"evaluate_{m}" / "details.json") for m in models}
+
+    def each(path: str) -> dict[str, dict]:
+        """A per-method file ({mode} in `path`) of every method, read."""
+        return {mode: _json(Path(path.format(mode=mode))) for mode in methods}
+
     inputs = Inputs(
-        metrics={m: details[m]["metrics"] for m in MODELS},
+        metrics={m: details[m]["metrics"] for m in models},
         details=details,
-        roc={m: _json(pdir / f"evaluate_{m}" / "roc.json") for m in MODELS},
+        roc={m: _json(pdir / f"evaluate_{m}" / "roc.json") for m in models},
         train={mode: {**_json(ldir / f"train_{mode}" / "train.json"),
-                      "train_wall_s": _json(mdir / f"train_{mode}.json")[mode]["train_s"]} for mode in ("full", "lora")},
-        curves={mode: _curves(ldir / f"train_{mode}") for mode in ("full", "lora") if (ldir / f"train_{mode}").exists()},
+                      "train_wall_s": _json(mdir / f"train_{mode}.json")[mode]["train_s"]} for mode in methods},
+        curves={mode: _curves(ldir / f"train_{mode}") for mode in methods if (ldir / f"train_{mode}").exists()},
         data=_json(mdir / "prepare.json"),
         params=_flat({k: v for k, v in YAML(typ="safe").load(Path(args.params).read_text(encoding="utf-8")).items()
                       if k in SHOWN_PARAMS}),
         versions={name: version(name) for name in PACKAGES},
         positive_threshold=p.data.positive_threshold, bootstrap=p.evaluate.bootstrap,
         confidence=p.evaluate.confidence, seed=p.seed, examples=p.report.examples,
-        interpolate={mode: _json(mdir / f"interpolate_{mode}.json") for mode in ("full", "lora")},
-        alpha_curves={mode: _json(pdir / f"interpolate_{mode}" / "curve.json") for mode in ("full", "lora")},
-        exports={mode: _json(mdir / f"export_{mode}.json") for mode in ("full", "lora")},
-        tune={mode: _json(pdir / f"tune_{mode}" / "trials.json") for mode in ("full", "lora")},
+        interpolate=each(f"{mdir}/interpolate_{{mode}}.json"),
+        alpha_curves=each(f"{pdir}/interpolate_{{mode}}/curve.json"),
+        exports=each(f"{mdir}/export_{{mode}}.json"),
+        tune=each(f"{pdir}/tune_{{mode}}/trials.json"),
         plateau=p.report.plateau, names=p.data.class_names,
-        operating={mode: _json(pdir / f"interpolate_{mode}" / "chosen.json") for mode in ("full", "lora")},
-        seeds={mode: _json(pdir / f"seeds_{mode}" / "points.json") for mode in ("full", "lora")
+        operating=each(f"{pdir}/interpolate_{{mode}}/chosen.json"),
+        seeds={mode: _json(pdir / f"seeds_{mode}" / "points.json") for mode in methods
                if (pdir / f"seeds_{mode}" / "points.json").exists()},
+        methods=methods,
     )
     html, comparison = build(inputs)
     io.write_text(args.out, html)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pairtune.evaluation import evaluate
-from pairtune.report import MODELS, Inputs, build
+from pairtune.report import Inputs, build
 from test_metrics import _cfg, _synthetic
 
 
@@ -17,7 +17,8 @@ def inputs():
     return _make_inputs()
 
 
-def _make_inputs(edit=None, positive_threshold: float = 0.5, binary: int = 1, names=("compatible", "incompatible")):
+def _make_inputs(edit=None, positive_threshold: float = 0.5, binary: int = 1, names=("compatible", "incompatible"),
+                 methods=("full", "lora")):
     """Inputs from synthetic eval/dev pairs through the real evaluate(); `edit(pair)` changes each pair first."""
     dev, e_dev = _synthetic(60, 0.0, 1)
     ev, e_ev = _synthetic(60, 0.0, 2)
@@ -30,7 +31,7 @@ def _make_inputs(edit=None, positive_threshold: float = 0.5, binary: int = 1, na
             p["text_1"] += " <script>alert(2)</script>"
     index = {t: i for i, t in enumerate([t for p in dev + ev for t in (p["text_1"], p["text_2"])])}
     metrics, details, roc = {}, {}, {}
-    for k, name in enumerate(MODELS):
+    for k, name in enumerate(("base", *methods)):
         emb = np.concatenate([e_dev, e_ev])
         if name == "base":  # invert the base: flip the second text of every pair
             emb = emb * np.tile([1, -1], len(emb) // 2)[:, None]
@@ -41,9 +42,9 @@ def _make_inputs(edit=None, positive_threshold: float = 0.5, binary: int = 1, na
         metrics[name], details[name], roc[name] = res.metrics, res.details, res.roc
     train = {m: {"trainable_params": t, "total_params": 1000, "trainable_share": t / 1000, "artifact_bytes": 3 * t,
                  "steps": 10, "final_loss": 0.1, "train_wall_s": 1.5, "device_cuda": 0, "lr": 1e-3}
-             for m, t in (("full", 1000), ("lora", 10))}
+             for m, t in zip(methods, (1000, 10, 40, 5, 80, 20), strict=False)}
     curves = {m: {"train/loss": [(10, 0.5), (20, 0.3)], "dev/auc": [(10, 0.7), (20, 0.9)],
-                  "dev/spearman": [(10, 0.3), (20, 0.5)]} for m in ("full", "lora")}
+                  "dev/spearman": [(10, 0.3), (20, 0.5)]} for m in methods}
     data = {"train": {"pairs": 100, "positives": 50, "positive_share": 0.5}, "dev": {"pairs": 60, "positives": 30,
             "positive_share": 0.5}, "eval": {"pairs": 60, "positives": 30, "positive_share": 0.5},
             "duplicates_dropped": {"train": 0, "dev": 0, "eval": 0}, "overlap_dropped": {"train_eval": 0},
@@ -56,10 +57,10 @@ def _make_inputs(edit=None, positive_threshold: float = 0.5, binary: int = 1, na
                                    "retention_tuned": s / 0.8, "retention_tuned_ci_low": s / 0.8 - 0.02,
                                    "retention_tuned_ci_high": s / 0.8 + 0.02, "alpha": 0.7, "retention_met": 1,
                                    "retention": 0.98, "eval_auc": 0.97, "eval_spearman": 0.8}
-                               for m, s in (("full", 0.76), ("lora", 0.7))},
+                               for m, s in zip(methods, (0.76, 0.7, 0.72, 0.78, 0.6, 0.75), strict=False)},
                   alpha_curves={m: [{"alpha": a, "dev_auc": 0.2 + 0.7 * a, "general_spearman": 0.8 - 0.1 * a,
                                      "retention": 1 - 0.1 * a / 0.8} for a in (0.0, 0.5, 0.7, 1.0)]
-                                for m in ("full", "lora")})
+                                for m in methods}, methods=tuple(methods))
 
 
 def test_report_has_charts_tables_and_verdict(inputs):
@@ -109,7 +110,7 @@ def test_report_says_what_each_model_gets_wrong(inputs):
     """A plain sentence per model at the top, and the errors by pair type with their texts, counts matching."""
     html, _ = build(inputs)
     top = html.split("<h2>")[0]
-    for name in MODELS:
+    for name in inputs.models:
         e = inputs.details[name]["errors"]
         n_fp = sum(g["count"] for g in e["fp"].values())
         n_fn = sum(g["count"] for g in e["fn"].values())
@@ -267,7 +268,7 @@ def test_binary_headline_leads_with_auc_and_says_what_happened(inputs):
     assert head.startswith("Fine-tuning fixed the ranking: eval AUC ") and "(base, inverted)" in head
     assert "LoRA minus full: AUC " in head
     # a base that was right way round: "improved", never "fixed"
-    m = {n: dict(inputs.metrics[n], auc=v) for n, v in zip(MODELS, (0.8, 0.9, 0.88), strict=True)}
+    m = {n: dict(inputs.metrics[n], auc=v) for n, v in zip(inputs.models, (0.8, 0.9, 0.88), strict=True)}
     comp = dict(comparison, full_vs_base_auc_diff_ci_low=0.05, lora_vs_base_auc_diff_ci_low=0.03)
     from pairtune.report import verdict
 
@@ -284,7 +285,7 @@ def test_graded_headline_leads_with_spearman(inputs):
 
     graded = _with(inputs, data=dict(inputs.data, binary_labels=0), positive_threshold=0.6)
     m = {n: dict(inputs.metrics[n], spearman=s, auc=a) for n, s, a in
-         zip(MODELS, (0.82, 0.857, 0.848), (0.913, 0.941, 0.936), strict=True)}
+         zip(inputs.models, (0.82, 0.857, 0.848), (0.913, 0.941, 0.936), strict=True)}
     comp = {"full_vs_base_spearman_diff_ci_low": 0.02, "full_vs_base_spearman_diff_ci_high": 0.05,
             "lora_vs_base_spearman_diff_ci_low": 0.01, "lora_vs_base_spearman_diff_ci_high": 0.04,
             "lora_vs_full_spearman_diff": -0.009, "lora_vs_full_spearman_diff_ci_low": -0.02,
@@ -365,7 +366,8 @@ def _operating(inputs, lora_forgets: float = 0.6, general: bool = True) -> dict:
     full = g + rng.normal(0, 1.2, 80)
     lora = (1 - lora_forgets) * g + lora_forgets * rng.normal(0, 5, 80)
     op = {}
-    for m, gs in (("full", full), ("lora", lora)):
+    more = {m: g + rng.normal(0, 1.2 + 0.5 * k, 80) for k, m in enumerate(inputs.methods[2:])}
+    for m, gs in (("full", full), ("lora", lora), *more.items()):
         op[m] = {"alpha": 0.7 if m == "full" else 0.6, "eval_scores": list(inputs.details[m]["scores"])}
         if general:
             op[m].update(general_scores=list(gs), general_base_scores=list(base), general_labels=list(g))
@@ -442,7 +444,7 @@ def _with_seeds(inputs, op: dict, spread: float) -> dict:
     """Two more training seeds per method: the operating point's scores moved by seeded noise of `spread`."""
     rng = np.random.default_rng(7)
     out = {}
-    for m in ("full", "lora"):
+    for m in inputs.methods:
         extra = []
         for seed in (43, 44):
             point = {"seed": seed, "eval_scores": list(np.array(op[m]["eval_scores"]) + rng.normal(0, spread, len(
@@ -485,7 +487,7 @@ def test_with_more_seeds_the_verdict_averages_them_and_says_so(inputs):
     assert f"{comp['op_full_retention']:.2f} [{comp['op_full_retention_ci_low']:.2f}, " in line
     rows = seed_rows(inp)
     assert [r["seed"] for r in rows] == ["42 (the pipeline's)", "43", "44"]
-    assert rows[0]["full_metric"] == f"{per_seed[0]:.3f}" and rows[1]["full_metric"] == f"{per_seed[1]:.3f}"
+    assert rows[0]["cells"][0] == f"{per_seed[0]:.3f}" and rows[1]["cells"][0] == f"{per_seed[1]:.3f}"
     html, _ = build(inp)
     assert "<h3>Seed spread (seeds.n 3)</h3>" in html and "42 (the pipeline&#39;s)" in html
     # seeds for one method only (a half-finished run): no seed-aware figures rather than mismatched ones
@@ -499,3 +501,46 @@ def test_the_cost_table_writes_learning_rates_one_way(inputs):
     html, _ = build(_with(inputs, train=train))
     cost = html.split("<h2>Cost</h2>", 1)[1].split("</table>", 1)[0]
     assert "0.0002" in cost and "0.004" in cost and "e-04" not in cost
+
+
+def test_the_report_scales_to_more_methods():
+    """#36: methods are data. Four tuned methods get a column, a paired row against the base and against the
+    reference (full), their share of full's gain, a point on every chart, and a verdict naming the best
+    method on each axis and what the intervals can tell apart; the comparison keys follow one pattern."""
+    from pairtune.report import compare, verdict_axes
+
+    methods = ("full", "lora", "dora", "ia3")
+    inp = _make_inputs(methods=methods)
+    op = _operating(inp)
+    inp = _with(inp, operating=op, interpolate={m: dict(inp.interpolate[m], retention=0.9 - 0.1 * k,
+                                                        retention_ci_low=0.85 - 0.1 * k, retention_ci_high=0.95 - 0.1 * k)
+                                                for k, m in enumerate(methods)})
+    comp = compare(inp)
+    for m in ("lora", "dora", "ia3"):
+        assert f"{m}_vs_base_auc_diff" in comp and f"{m}_vs_full_auc_diff_ci_low" in comp
+        assert f"op_{m}_vs_full_retention_diff" in comp and f"op_{m}_auc" in comp
+    assert "dora_vs_lora_auc_diff" not in comp  # against the reference only: no N^2 table
+    html, _ = build(inp)
+    assert "<h1>pairtune: base vs full fine-tuning vs LoRA vs dora vs ia3</h1>" in html
+    header = html.split("<h2>Metrics</h2>", 1)[1].split("</tr>", 1)[0]
+    assert "vs base</th>" not in header and "share of" not in header  # 4 + 3 more columns: in the paired table
+    assert "<th>ia3</th>" in header
+    first_row = html.split("<h2>Metrics</h2>", 1)[1].split("</tr>", 2)[1]
+    assert first_row.count("<td>") == 2 + 5  # label, group, 5 models: the differences are in the paired table
+    paired = html.split("<h3>Paired bootstrap", 1)[1].split("</table>", 1)[0]
+    assert [r for r in ("full vs base", "ia3 vs base", "dora vs full", "ia3 vs full") if f"<td>{r}</td>" in paired] \
+        == ["full vs base", "ia3 vs base", "dora vs full", "ia3 vs full"]
+    assert "Each method minus full, AUC: LoRA " in html and "the eval split tells none of them apart" in html
+    line = verdict_axes(inp, comp)
+    assert "highest eval AUC: " in line and "most general retention: full fine-tuning (0.90)" in line
+    assert "Against full fine-tuning: LoRA equal in-domain, " in line and "; ia3 " in line
+    assert "full lr 0.001, alpha 0.7; LoRA lr 0.001, alpha 0.6; dora lr 0.001, alpha 0.6" in line
+    two = build(_make_inputs())[0]
+    assert html.count("<img ") == two.count("<img ")  # every chart still drawn, none dropped
+
+
+def test_the_report_of_one_method_compares_it_with_the_base_only():
+    inp = _make_inputs(methods=("lora",))
+    html, comp = build(inp)
+    assert "lora_vs_base_auc_diff" in comp and not any("_vs_full" in k or "share_of" in k for k in comp)
+    assert "<h1>pairtune: base vs LoRA</h1>" in html and " minus " not in html.split("</p>", 1)[0]

@@ -1,4 +1,4 @@
-"""Render the self-contained HTML comparison report of base, full and LoRA.
+"""Render the self-contained HTML comparison report of the base and each tuned method (full, LoRA, ...).
 
 `build` takes values (metrics, details, training curves, data summary, params, versions) and returns the
 HTML and the paired-bootstrap comparison metrics; the stage does the reading and writing. Charts are
@@ -19,8 +19,10 @@ from pairtune.generate import PAIR_TYPE_WORDS
 from pairtune.metrics import (auc_rows, paired_bootstrap, paired_retention, retention_rows, seed_spread,
                               spearman_rows)
 
-MODELS = ("base", "full", "lora")
-COLORS = {"base": "#8c8c8c", "full": "#1f77b4", "lora": "#d62728"}
+METHODS = ("full", "lora")  # the tuned methods when none are named (params train.methods' default)
+BASE_COLOR = "#8c8c8c"
+# one colour per tuned method, in the order params lists them (full blue and LoRA red, as before there were more)
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 HEADLINE = ("spearman", "auc", "margin", "f1")
 TABLE_METRICS = (
     ("spearman", "Spearman (cosine vs label)", "1"), ("pearson", "Pearson", "1"),
@@ -66,6 +68,28 @@ class Inputs:
     names: tuple[str, str] = ("similar", "dissimilar")  # data.positive_name, data.negative_name
     operating: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, plots/interpolate_<m>/chosen.json
     seeds: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, plots/seeds_<mode>/points.json
+    # the tuned methods compared, in params order; the first is the reference every other one is compared with
+    methods: tuple[str, ...] = METHODS
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every model the report shows: the base, then each tuned method."""
+        return ("base", *self.methods)
+
+    @property
+    def ref(self) -> str:
+        """The method the others are compared with (full fine-tuning, by default)."""
+        return self.methods[0]
+
+    @property
+    def others(self) -> tuple[str, ...]:
+        """The methods compared with the reference."""
+        return self.methods[1:]
+
+    def color(self, name: str) -> str:
+        if name not in self.methods:
+            return BASE_COLOR
+        return PALETTE[self.methods.index(name) % len(PALETTE)]
 
 
 def _png(fig: Any) -> str:
@@ -75,6 +99,22 @@ def _png(fig: Any) -> str:
 
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _panels(n: int, width: float, height: float, **kw: Any) -> tuple[Any, list[Any]]:
+    """A figure of n panels `width` x `height` inches each, one row up to 4, then rows of 4 (unused cells
+    hidden), so a chart per model stays readable with six tuned methods."""
+    import matplotlib.pyplot as plt
+
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, **kw)
+    if rows > 1:  # room between rows for each panel's title and the x label above it
+        fig.subplots_adjust(hspace=0.45)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
 
 
 def charts(inp: Inputs) -> list[tuple[str, str, str]]:
@@ -89,8 +129,9 @@ def charts(inp: Inputs) -> list[tuple[str, str, str]]:
     m, d = inp.metrics, inp.details
     pos, neg = inp.names
 
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3), sharey=True)
-    for ax, name in zip(axes, MODELS, strict=True):
+    models = inp.models
+    fig, axes = _panels(len(models), 11 / 3, 3, sharey=True)
+    for ax, name in zip(axes, models, strict=True):
         s, y = np.array(d[name]["scores"]), np.array(d[name]["labels"])
         bins = np.linspace(-0.2, 1.0, 37)
         ax.hist(s[y == 1], bins=bins, alpha=0.6, label=f"{pos} (1)", color="#2ca02c")
@@ -102,35 +143,39 @@ def charts(inp: Inputs) -> list[tuple[str, str, str]]:
     out.append(("Cosine distributions per class", "Eval pairs; dashed line: the threshold chosen on dev.", _png(fig)))
 
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    for name in MODELS:  # evaluate's curve (up to 200 of its points), not sklearn again: ~1.2 s of import
+    for name in models:  # evaluate's curve (up to 200 of its points), not sklearn again: ~1.2 s of import
         fpr, tpr = [r["fpr"] for r in inp.roc[name]], [r["tpr"] for r in inp.roc[name]]
-        ax.plot(fpr, tpr, color=COLORS[name], label=f"{name} (AUC {m[name]['auc']:.3f})")
+        ax.plot(fpr, tpr, color=inp.color(name), label=f"{name} (AUC {m[name]['auc']:.3f})")
     ax.plot([0, 1], [0, 1], color="#ccc", ls=":")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.legend(loc="lower right")
     out.append(("ROC curves", "Eval split. Below the diagonal means the ranking is inverted.", _png(fig)))
 
+    colors = [inp.color(n) for n in models]
+    many = len(models) > 3  # names under bars overlap from four models on: turned
     fig, axes = plt.subplots(1, 4, figsize=(11, 3))
     for ax, key in zip(axes, HEADLINE, strict=True):
-        vals = [m[n].get(key, math.nan) for n in MODELS]
-        lo = [v - m[n].get(f"{key}_ci_low", v) for n, v in zip(MODELS, vals, strict=True)]
-        hi = [m[n].get(f"{key}_ci_high", v) - v for n, v in zip(MODELS, vals, strict=True)]
-        ax.bar(MODELS, vals, yerr=[lo, hi], capsize=4, color=[COLORS[n] for n in MODELS])
+        vals = [m[n].get(key, math.nan) for n in models]
+        lo = [v - m[n].get(f"{key}_ci_low", v) for n, v in zip(models, vals, strict=True)]
+        hi = [m[n].get(f"{key}_ci_high", v) - v for n, v in zip(models, vals, strict=True)]
+        ax.bar(models, vals, yerr=[lo, hi], capsize=4, color=colors)
         ax.axhline(0, color="k", lw=0.5)
         ax.set_title(key)
+        if many:
+            ax.tick_params(axis="x", labelrotation=45)
     out.append(("Headline metrics with 95% bootstrap intervals",
                 f"{inp.bootstrap} seeded resamples of eval pairs; F1 at the dev threshold.", _png(fig)))
 
-    fig, ax = plt.subplots(figsize=(4.5, 3))
-    ax.bar(MODELS, [m[n].get("cohens_d", 0) for n in MODELS], color=[COLORS[n] for n in MODELS])
+    fig, ax = plt.subplots(figsize=(4.5 if not many else 1.1 * len(models), 3))
+    ax.bar(models, [m[n].get("cohens_d", 0) for n in models], color=colors)
     ax.axhline(0, color="k", lw=0.5)
     ax.set_ylabel("Cohen's d")
     out.append(("Effect size", f"Cohen's d of cosine, {pos} minus {neg} (pooled SD, ddof 1).", _png(fig)))
 
-    if all(d[n].get("umap") for n in MODELS):
-        fig, axes = plt.subplots(1, 3, figsize=(11, 3.3))
-        for ax, name in zip(axes, MODELS, strict=True):
+    if all(d[n].get("umap") for n in models):
+        fig, axes = _panels(len(models), 11 / 3, 3.3)
+        for ax, name in zip(axes, models, strict=True):
             xy, y = np.array(d[name]["umap"]), np.array(d[name]["labels"])
             if d[name].get("cluster_index") is not None:  # evaluate.cluster_sample: a sample of the pairs
                 y = y[d[name]["cluster_index"]]
@@ -146,18 +191,18 @@ def charts(inp: Inputs) -> list[tuple[str, str, str]]:
         out.append(("UMAP of eval pairs", "One point per pair: [e1*e2, |e1-e2|], UMAP to 2-d (cosine)." + sampled,
                     _png(fig)))
 
-        fig, ax = plt.subplots(figsize=(4.5, 3))
-        ax.bar(MODELS, [m[n].get("cluster_purity", 0) for n in MODELS], color=[COLORS[n] for n in MODELS])
+        fig, ax = plt.subplots(figsize=(4.5 if not many else 1.1 * len(models), 3))
+        ax.bar(models, [m[n].get("cluster_purity", 0) for n in models], color=colors)
         ax.axhline(m["base"]["cluster_chance"], color="k", ls="--", label="chance (majority share)")
         ax.set_ylim(0, 1)
         ax.legend(loc="lower right")
         out.append(("Cluster purity against chance", "HDBSCAN on the UMAP coordinates; noise points excluded.", _png(fig)))
 
-    types = sorted({t for n in MODELS for t in d[n]["fp_common"]["by_pair_type"]} |
-                   {t for n in MODELS for t in d[n]["by_pair_type"]})
+    types = sorted({t for n in models for t in d[n]["fp_common"]["by_pair_type"]} |
+                   {t for n in models for t in d[n]["by_pair_type"]})
     if has_groups(inp, "by_pair_type"):
         out.append(_fp_by_type_chart(inp, types))
-    cats = sorted({c for n in MODELS for c in d[n]["by_category"]})
+    cats = sorted({c for n in models for c in d[n]["by_category"]})
     if has_groups(inp, "by_category"):
         out.append(_category_chart(inp, cats))
     out += _late_charts(inp)
@@ -167,18 +212,20 @@ def charts(inp: Inputs) -> list[tuple[str, str, str]]:
 def has_groups(inp: Inputs, key: str) -> bool:
     """Whether the data has the optional field a breakdown groups by (by_pair_type, by_category): prepare
     files a pair without it under 'none', so a breakdown with no other group means the field is absent."""
-    return any(g != "none" for n in MODELS for g in inp.details[n].get(key, {}))
+    return any(g != "none" for n in inp.models for g in inp.details[n].get(key, {}))
 
 
 def _fp_by_type_chart(inp: Inputs, types: list[str]) -> tuple[str, str, str]:
     import matplotlib.pyplot as plt
 
     d = inp.details
-    fig, ax = plt.subplots(figsize=(8, 3))
-    width = 0.27
-    for k, name in enumerate(MODELS):
+    models = inp.models
+    fig, ax = plt.subplots(figsize=(8 + 0.8 * max(0, len(models) - 3), 3))
+    width = 0.81 / len(models)  # the bars of one type side by side, 0.27 each for three models
+    for k, name in enumerate(models):
         vals = [d[name]["fp_common"]["by_pair_type"].get(t, 0) for t in types]
-        ax.bar(np.arange(len(types)) + (k - 1) * width, vals, width, label=name, color=COLORS[name])
+        ax.bar(np.arange(len(types)) + (k - (len(models) - 1) / 2) * width, vals, width, label=name,
+               color=inp.color(name))
     ax.set_xticks(np.arange(len(types)), types, rotation=15)
     ax.set_ylabel("false positives")
     ax.legend()
@@ -190,13 +237,14 @@ def _category_chart(inp: Inputs, cats: list[str]) -> tuple[str, str, str]:
     import matplotlib.pyplot as plt
 
     d = inp.details
-    grid = np.array([[d[n]["by_category"].get(c, {}).get("auc", math.nan) for n in MODELS] for c in cats])
-    fig, ax = plt.subplots(figsize=(4.5, 0.4 * len(cats) + 1))
+    models = inp.models
+    grid = np.array([[d[n]["by_category"].get(c, {}).get("auc", math.nan) for n in models] for c in cats])
+    fig, ax = plt.subplots(figsize=(4.5 if len(models) <= 3 else 1.3 * len(models), 0.4 * len(cats) + 1))
     im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(MODELS)), MODELS)
+    ax.set_xticks(range(len(models)), models)
     ax.set_yticks(range(len(cats)), cats)
     for i in range(len(cats)):
-        for j in range(len(MODELS)):
+        for j in range(len(models)):
             ax.text(j, i, "n/a" if math.isnan(grid[i, j]) else f"{grid[i, j]:.2f}", ha="center", va="center")
     fig.colorbar(im, ax=ax)
     return "AUC per category and model", "n/a: a group with one class only (AUC undefined).", _png(fig)
@@ -215,21 +263,26 @@ def _late_charts(inp: Inputs) -> list[tuple[str, str, str]]:
 
     if inp.curves:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3))
-        for mode, series in sorted(inp.curves.items()):
+        for mode, series in [(n, inp.curves[n]) for n in inp.methods if n in inp.curves]:
             if series.get("train/loss"):
                 st, v = zip(*series["train/loss"], strict=True)
-                axes[0].plot(st, v, color=COLORS.get(mode, "k"), label=mode)
+                axes[0].plot(st, v, color=inp.color(mode), label=mode)
             if series.get("dev/auc"):
                 st, v = zip(*series["dev/auc"], strict=True)
-                axes[1].plot(st, v, marker="o", color=COLORS.get(mode, "k"), label=f"{mode} dev AUC")
+                axes[1].plot(st, v, marker="o", color=inp.color(mode), label=f"{mode} dev AUC")
             if series.get("dev/spearman"):
                 st, v = zip(*series["dev/spearman"], strict=True)
-                axes[1].plot(st, v, marker="s", ls="--", color=COLORS.get(mode, "k"), label=f"{mode} dev Spearman")
+                axes[1].plot(st, v, marker="s", ls="--", color=inp.color(mode), label=f"{mode} dev Spearman")
         axes[0].set_title("training loss")
         axes[1].set_title("dev metrics per epoch")
         for ax in axes:
             ax.set_xlabel("step")
-            ax.legend()
+            if len(inp.curves) <= 2:
+                ax.legend()
+            else:  # a line or two a method: beside the chart, not over the curves
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        if len(inp.curves) > 2:
+            fig.subplots_adjust(wspace=0.6)
         out.append(("Training curves", "Logged by DVCLive during training (dev split only).", _png(fig)))
     return out
 
@@ -239,21 +292,27 @@ def _tune_chart(inp: Inputs) -> tuple[str, str, str]:
     tried past the grid hollow; each trial's general retention on a right axis where it was measured."""
     import matplotlib.pyplot as plt
 
-    modes = [m for m in ("full", "lora") if inp.tune.get(m, {}).get("searched")]
-    fig, axes = plt.subplots(1, len(modes), figsize=(5.6 * len(modes), 3.6), squeeze=False)
-    fig.subplots_adjust(wspace=0.55)  # room for each panel's right axis
-    for ax, mode in zip(axes[0], modes, strict=True):
+    modes = [m for m in inp.methods if inp.tune.get(m, {}).get("searched")]
+    cols = min(len(modes), 3)
+    rows = math.ceil(len(modes) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 3.6 * rows), squeeze=False)
+    # room for each panel's right axis (and, in a grid, for the legend under each panel)
+    fig.subplots_adjust(wspace=0.55, **({"hspace": 0.9} if rows > 1 else {}))
+    cells = [a for row in axes for a in row]
+    for ax in cells[len(modes):]:
+        ax.set_visible(False)
+    for ax, mode in zip(cells[:len(modes)], modes, strict=True):
         rec = inp.tune[mode]
         key = f"dev_{rec['metric']}"
         for rung in sorted({t["rung"] for t in rec["trials"]}):
             ts = sorted((t for t in rec["trials"] if t["rung"] == rung), key=lambda t: t["lr"])
-            ax.plot([t["lr"] for t in ts], [t[key] for t in ts], marker="os^v"[rung % 4], color=COLORS[mode],
+            ax.plot([t["lr"] for t in ts], [t[key] for t in ts], marker="os^v"[rung % 4], color=inp.color(mode),
                     alpha=0.45 + 0.55 * (rung + 1) / (rec["trials"][-1]["rung"] + 1),
                     label=f"rung {rung}: {ts[0]['steps']} steps")
         past = [t for t in rec["trials"] if t.get("extended")]
         if past:
             ax.scatter([t["lr"] for t in past], [t[key] for t in past], s=340, facecolors="none",
-                       edgecolors=COLORS[mode], linewidths=1.5, zorder=5, label="past the grid (tune.extend)")
+                       edgecolors=inp.color(mode), linewidths=1.5, zorder=5, label="past the grid (tune.extend)")
         final = [t for t in rec["trials"] if t["lr"] == rec["lr"]][-1]
         ax.scatter([rec["lr"]], [final[key]], s=220, marker="*", color="#ff9f1c", zorder=4, label=f"chosen {rec['lr']:g}")
         handles, labels = ax.get_legend_handles_labels()
@@ -261,7 +320,7 @@ def _tune_chart(inp: Inputs) -> tuple[str, str, str]:
             from matplotlib.lines import Line2D
 
             handles[labels.index("past the grid (tune.extend)")] = Line2D(
-                [], [], ls="", marker="o", ms=8, mfc="none", mec=COLORS[mode], mew=1.5)
+                [], [], ls="", marker="o", ms=8, mfc="none", mec=inp.color(mode), mew=1.5)
         rung0 = sorted((t for t in rec["trials"] if t["rung"] == 0 and "retention" in t), key=lambda t: t["lr"])
         if rung0:
             right = ax.twinx()
@@ -304,14 +363,16 @@ def _tradeoff_chart(inp: Inputs) -> tuple[str, str, str]:
     operating points starred (without a general set: dev AUC against alpha, a panel per method)."""
     import matplotlib.pyplot as plt
 
-    modes = sorted(inp.alpha_curves)
+    modes = [m for m in inp.methods if m in inp.alpha_curves]
     general = all("retention" in inp.alpha_curves[m][0] for m in modes)
-    panels = 1 if general else len(modes)
-    fig, axes = plt.subplots(1, panels, figsize=(7 if general else 5 * panels, 4.2 if general else 3.6),
-                             squeeze=False)
+    if general:
+        fig, axes = plt.subplots(1, 1, figsize=(7, 4.2), squeeze=False)
+        axes = [axes[0][0]] * len(modes)
+    else:
+        fig, axes = _panels(len(modes), 5, 3.6)
     floor = _base_floor(inp, modes)
     for k, mode in enumerate(modes):
-        ax = axes[0][0 if general else k]
+        ax = axes[k]
         rows = inp.alpha_curves[mode]
         xs = [r["retention"] if general else r["alpha"] for r in rows]
         ys = [r.get("dev_auc", math.nan) for r in rows]
@@ -321,29 +382,32 @@ def _tradeoff_chart(inp: Inputs) -> tuple[str, str, str]:
         skipped = len(rows) < inp.interpolate.get(mode, {}).get("grid_points", len(rows))
         # interpolate.search: descend left the alphas between the base and the lowest one it scored unscored:
         # a dotted jump, not a line that looks measured
-        ax.plot(xs[1:] if skipped else xs, ys[1:] if skipped else ys, marker="o", color=COLORS.get(mode, "k"),
+        ax.plot(xs[1:] if skipped else xs, ys[1:] if skipped else ys, marker="o", color=inp.color(mode),
                 label=MODE_NAMES.get(mode, mode))
         if skipped and len(rows) > 1:
-            ax.plot(xs[:2], ys[:2], linestyle=":", color=COLORS.get(mode, "k"), linewidth=1)
+            ax.plot(xs[:2], ys[:2], linestyle=":", color=inp.color(mode), linewidth=1)
         for r, x, y in zip(rows, xs, ys, strict=True):
             ax.annotate(f"{r['alpha']:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7,
-                        color=COLORS.get(mode, "k"))
+                        color=inp.color(mode))
         chosen = inp.interpolate.get(mode, {}).get("alpha")
         if chosen is not None:
             i = min(range(len(rows)), key=lambda j: abs(rows[j]["alpha"] - chosen))
-            ax.scatter([xs[i]], [ys[i]], s=260, marker="*", color=COLORS.get(mode, "k"), edgecolor="#ff9f1c",
+            ax.scatter([xs[i]], [ys[i]], s=260, marker="*", color=inp.color(mode), edgecolor="#ff9f1c",
                        linewidth=1.5, zorder=4, label=f"{MODE_NAMES.get(mode, mode)}: chosen alpha {chosen:g}")
         if k == 0 or not general:
-            ax.scatter([xs[0]], [ys[0]], s=80, color=COLORS["base"], zorder=3, marker="v" if floor is not None else "o",
+            ax.scatter([xs[0]], [ys[0]], s=80, color=BASE_COLOR, zorder=3, marker="v" if floor is not None else "o",
                        label=f"base (alpha 0): dev AUC {base_auc:.2f}, below the axis" if floor is not None
                        else "base (alpha 0)")
         ax.set_xlabel("general retention (Spearman / base's)" if general else "alpha")
         ax.set_ylabel("dev AUC")
         if not general:
             ax.set_title(mode)
-        ax.legend(fontsize=7, loc="lower left")
+        if len(modes) <= 2:
+            ax.legend(fontsize=7, loc="lower left")
+        else:  # two entries a method: beside the chart, not over the curves
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     if general:
-        axes[0][0].set_title("dev AUC against general retention, along alpha", fontsize=10)
+        axes[0].set_title("dev AUC against general retention, along alpha", fontsize=10)
     caption = ("theta(alpha) = base + alpha * (tuned - base); numbers next to points are alpha; up and to the "
                "right is better on both axes. Both are dev/general figures: each method's alpha (the star) is chosen "
                "here, then scored once on eval (table above)."
@@ -369,10 +433,11 @@ SHARE_METRICS = {"spearman", "pearson", "margin", "cohens_d", "welch_t", "auc", 
                  "accuracy", "cluster_purity", "cluster_ari", "cluster_nmi"}
 
 
-def _gain_share(base: float, full: float, lora: float) -> float:
-    """LoRA's gain over the base as a share of full fine-tuning's; nan where full gained nothing."""
-    gain = full - base
-    return (lora - base) / gain if gain > 1e-9 else math.nan
+def _gain_share(base: float, ref: float, other: float) -> float:
+    """A method's gain over the base as a share of the reference method's (full fine-tuning's); nan where the
+    reference gained nothing."""
+    gain = ref - base
+    return (other - base) / gain if gain > 1e-9 else math.nan
 
 
 def trivial_threshold(m: dict[str, float]) -> bool:
@@ -382,96 +447,113 @@ def trivial_threshold(m: dict[str, float]) -> bool:
     return bool(negatives) and m.get("recall") == 1.0 and m.get("fp_count") == negatives
 
 
+def pairs(inp: Inputs) -> list[tuple[str, str]]:
+    """The (first, second) model pairs the report compares: each method against the base, then each other
+    method against the reference; keys read `<second>_vs_<first>_...` (lora_vs_full_auc_diff)."""
+    return [("base", m) for m in inp.methods] + [(inp.ref, m) for m in inp.others]
+
+
 def compare(inp: Inputs) -> dict[str, float]:
-    """Paired bootstrap differences (tuned minus base, LoRA minus full) in AUC and Spearman."""
+    """Paired bootstrap differences (each method minus base, each other method minus the reference) in AUC and
+    Spearman, and each other method's share of the reference's gain."""
     d = inp.details
     y = np.array(d["base"]["labels"])
     graded = np.array(d["base"]["graded"])
-    scores = {n: np.array(d[n]["scores"]) for n in MODELS}
+    scores = {n: np.array(d[n]["scores"]) for n in inp.models}
     out: dict[str, float] = {}
-    for a, b in (("base", "full"), ("base", "lora"), ("full", "lora")):
+    for a, b in pairs(inp):
         for k, v in paired_bootstrap(scores[a], scores[b], y, graded, inp.bootstrap, inp.confidence, inp.seed).items():
             out[f"{b}_vs_{a}_{k}"] = round(v, 6)
-    for key in ("auc", "spearman", "margin", "f1"):
-        share = _gain_share(*(inp.metrics[n].get(key, math.nan) for n in MODELS))
-        if not math.isnan(share):
-            out[f"lora_share_of_full_gain_{key}"] = round(share, 6)
+    for m in inp.others:
+        for key in ("auc", "spearman", "margin", "f1"):
+            share = _gain_share(*(inp.metrics[n].get(key, math.nan) for n in ("base", inp.ref, m)))
+            if not math.isnan(share):
+                out[f"{m}_share_of_{inp.ref}_gain_{key}"] = round(share, 6)
     out.update(compare_operating(inp, y, graded))
     return out
 
 
 def compare_operating(inp: Inputs, y: np.ndarray, graded: np.ndarray) -> dict[str, float]:
     """Both axes at each method's operating point (the alpha the interpolate stage chose on dev + general):
-    its eval AUC / Spearman and general retention, and LoRA minus full on each with paired intervals (eval
-    pairs resampled once for both methods; general pairs likewise). Empty without both operating points."""
-    op = inp.operating
-    if not all(op.get(m, {}).get("eval_scores") for m in ("full", "lora")):
+    its eval AUC / Spearman and general retention, and each other method minus the reference on each with
+    paired intervals (eval pairs resampled once for both methods; general pairs likewise). Empty unless
+    every method has its operating point."""
+    op, ref = inp.operating, inp.ref
+    if not all(op.get(m, {}).get("eval_scores") for m in inp.methods):
         return {}
-    s = {m: np.array(op[m]["eval_scores"], dtype=float) for m in ("full", "lora")}
-    if len(s["full"]) != len(y) or len(s["lora"]) != len(y):
+    s = {m: np.array(op[m]["eval_scores"], dtype=float) for m in inp.methods}
+    if any(len(v) != len(y) for v in s.values()):
         raise ValueError("the operating points' eval scores do not match the eval split (rerun interpolate)")
     out: dict[str, float] = {}
-    for m in ("full", "lora"):
+    for m in inp.methods:
         out[f"op_{m}_alpha"] = float(op[m]["alpha"])
         out[f"op_{m}_auc"] = float(auc_rows(s[m][None], y[None])[0])
         out[f"op_{m}_spearman"] = float(spearman_rows(s[m][None], graded[None])[0])
-    for k, v in paired_bootstrap(s["full"], s["lora"], y, graded, inp.bootstrap, inp.confidence, inp.seed).items():
-        out[f"op_lora_vs_full_{k}"] = v
-    if all("general_scores" in op[m] for m in ("full", "lora")):
-        g = np.array(op["full"]["general_labels"], dtype=float)
-        base = np.array(op["full"]["general_base_scores"], dtype=float)
-        gs = {m: np.array(op[m]["general_scores"], dtype=float) for m in ("full", "lora")}
-        for m in ("full", "lora"):
+    for m in inp.others:
+        for k, v in paired_bootstrap(s[ref], s[m], y, graded, inp.bootstrap, inp.confidence, inp.seed).items():
+            out[f"op_{m}_vs_{ref}_{k}"] = v
+    if all("general_scores" in op[m] for m in inp.methods):
+        g = np.array(op[ref]["general_labels"], dtype=float)
+        base = np.array(op[ref]["general_base_scores"], dtype=float)
+        gs = {m: np.array(op[m]["general_scores"], dtype=float) for m in inp.methods}
+        for m in inp.methods:
             out[f"op_{m}_retention"] = retention_rows(base[None], gs[m][None], g[None])[0]
-        for k, v in paired_retention(base, gs["full"], gs["lora"], g, inp.bootstrap, inp.confidence,
-                                     inp.seed).items():
-            out[f"op_lora_vs_full_{k}"] = v
+        for m in inp.others:
+            for k, v in paired_retention(base, gs[ref], gs[m], g, inp.bootstrap, inp.confidence, inp.seed).items():
+                out[f"op_{m}_vs_{ref}_{k}"] = v
     out.update(compare_seeds(inp, y, graded))
     return {k: round(v, 6) for k, v in out.items()}
 
 
 def seed_count(inp: Inputs) -> int:
-    """Training seeds per method behind the operating-point figures: 1, or seeds.n where both methods have
-    their extra seeds' scores."""
-    extra = [len(inp.seeds.get(m, {}).get("extra", [])) for m in ("full", "lora")]
-    return 1 + extra[0] if extra[0] and extra[0] == extra[1] else 1
+    """Training seeds per method behind the operating-point figures: 1, or seeds.n where every method has
+    its extra seeds' scores."""
+    extra = {len(inp.seeds.get(m, {}).get("extra", [])) for m in inp.methods}
+    return 1 + extra.pop() if len(extra) == 1 and 0 not in extra else 1
+
+
+def _per_seed(inp: Inputs) -> dict[str, list[dict[str, Any]]]:
+    """Each method's records, one a training seed: the pipeline's own (interpolate's operating point) first,
+    then the seeds stage's extra ones (each with its eval scores, and general scores where there is a set)."""
+    return {m: [inp.operating[m], *inp.seeds[m]["extra"]] for m in inp.methods}
 
 
 def compare_seeds(inp: Inputs, y: np.ndarray, graded: np.ndarray) -> dict[str, float]:
-    """With seeds.n > 1: each method's operating-point figures as means over its training seeds, and LoRA
-    minus full, with intervals that resample the seeds as well as the pairs (seed k of one method paired with
-    seed k of the other; `metrics.seed_spread`). Replaces compare_operating's one-seed figures; empty with one seed."""
+    """With seeds.n > 1: each method's operating-point figures as means over its training seeds, and each
+    other method minus the reference, with intervals that resample the seeds as well as the pairs (seed k of
+    one method paired with seed k of the other; `metrics.seed_spread`). Replaces compare_operating's one-seed
+    figures; empty with one seed."""
     n = seed_count(inp)
     if n == 1:
         return {}
-    op, args = inp.operating, (inp.bootstrap, inp.confidence, inp.seed)
-    ev = {m: [np.array(op[m]["eval_scores"], dtype=float)] + [np.array(x["eval_scores"], dtype=float)
-                                                           for x in inp.seeds[m]["extra"]] for m in ("full", "lora")}
+    ref, args = inp.ref, (inp.bootstrap, inp.confidence, inp.seed)
+    runs = _per_seed(inp)
+    ev = {m: [np.array(r["eval_scores"], dtype=float) for r in rs] for m, rs in runs.items()}
     out: dict[str, float] = {"op_seeds": n}
     for key, rows, target in (("auc", auc_rows, y), ("spearman", spearman_rows, graded)):
-        for m in ("full", "lora"):
+        for m in inp.methods:
             out[f"op_{m}_{key}"], out[f"op_{m}_{key}_ci_low"], out[f"op_{m}_{key}_ci_high"] = seed_spread(
                 lambda k, i, m=m, rows=rows, t=target: rows(ev[m][k][i], t[i]), n, len(y), *args)
-        d = seed_spread(lambda k, i, rows=rows, t=target: rows(ev["lora"][k][i], t[i]) - rows(ev["full"][k][i], t[i]),
-                   n, len(y), *args)
-        out.update(zip((f"op_lora_vs_full_{key}_diff{s}" for s in ("", "_ci_low", "_ci_high")), d, strict=True))
-    if all("general_scores" in op[m] and all("general_scores" in x for x in inp.seeds[m]["extra"])
-           for m in ("full", "lora")):
-        g = np.array(op["full"]["general_labels"], dtype=float)
-        base = np.array(op["full"]["general_base_scores"], dtype=float)
-        gs = {m: [np.array(op[m]["general_scores"], dtype=float)] + [np.array(x["general_scores"], dtype=float)
-                                                                    for x in inp.seeds[m]["extra"]]
-              for m in ("full", "lora")}
-        for m in ("full", "lora"):
+        for m in inp.others:
+            d = seed_spread(lambda k, i, m=m, rows=rows, t=target: rows(ev[m][k][i], t[i]) - rows(ev[ref][k][i], t[i]),
+                            n, len(y), *args)
+            out.update(zip((f"op_{m}_vs_{ref}_{key}_diff{s}" for s in ("", "_ci_low", "_ci_high")), d, strict=True))
+    if all("general_scores" in r for rs in runs.values() for r in rs):
+        g = np.array(inp.operating[ref]["general_labels"], dtype=float)
+        base = np.array(inp.operating[ref]["general_base_scores"], dtype=float)
+        gs = {m: [np.array(r["general_scores"], dtype=float) for r in rs] for m, rs in runs.items()}
+        for m in inp.methods:
             out[f"op_{m}_retention"], out[f"op_{m}_retention_ci_low"], out[f"op_{m}_retention_ci_high"] = seed_spread(
                 lambda k, i, m=m: retention_rows(base[i], gs[m][k][i], g[i]), n, len(g), *args)
-        d = seed_spread(lambda k, i: retention_rows(base[i], gs["lora"][k][i], g[i])
-                   - retention_rows(base[i], gs["full"][k][i], g[i]), n, len(g), *args)
-        out.update(zip((f"op_lora_vs_full_retention_diff{s}" for s in ("", "_ci_low", "_ci_high")), d, strict=True))
+        for m in inp.others:
+            d = seed_spread(lambda k, i, m=m: retention_rows(base[i], gs[m][k][i], g[i])
+                            - retention_rows(base[i], gs[ref][k][i], g[i]), n, len(g), *args)
+            out.update(zip((f"op_{m}_vs_{ref}_retention_diff{s}" for s in ("", "_ci_low", "_ci_high")), d,
+                           strict=True))
     return out
 
 
-def seed_rows(inp: Inputs) -> list[dict[str, str]]:
+def seed_rows(inp: Inputs) -> list[dict[str, Any]]:
     """One row per training seed: each method's eval figure and retention at its operating point (the
     pipeline's seed first, from the interpolate stage; the others from the seeds stage)."""
     n = seed_count(inp)
@@ -481,22 +563,39 @@ def seed_rows(inp: Inputs) -> list[dict[str, str]]:
     d = inp.details["base"]
     target = np.array(d["labels"] if key == "auc" else d["graded"], dtype=float)
     rows_fn = auc_rows if key == "auc" else spearman_rows
-    g = np.array(inp.operating["full"].get("general_labels", []), dtype=float)
-    base = np.array(inp.operating["full"].get("general_base_scores", []), dtype=float)
+    g = np.array(inp.operating[inp.ref].get("general_labels", []), dtype=float)
+    base = np.array(inp.operating[inp.ref].get("general_base_scores", []), dtype=float)
+    runs = _per_seed(inp)
     out = []
-    for k, seed in enumerate(inp.seeds["full"]["seeds"]):
-        row = {"seed": str(seed) + (" (the pipeline's)" if k == 0 else "")}
-        for m in ("full", "lora"):
-            src = inp.operating[m] if k == 0 else inp.seeds[m]["extra"][k - 1]
-            row[f"{m}_metric"] = f"{rows_fn(np.array(src['eval_scores'])[None], target[None])[0]:.3f}"
-            row[f"{m}_retention"] = (f"{retention_rows(base[None], np.array(src['general_scores'])[None], g[None])[0]:.2f}"
-                                     if "general_scores" in src and len(g) else "n/a")
+    for k, seed in enumerate(inp.seeds[inp.ref]["seeds"]):
+        row: dict[str, Any] = {"seed": str(seed) + (" (the pipeline's)" if k == 0 else ""), "cells": []}
+        for m in inp.methods:
+            src = runs[m][k]
+            row["cells"] += [f"{rows_fn(np.array(src['eval_scores'])[None], target[None])[0]:.3f}",
+                             f"{retention_rows(base[None], np.array(src['general_scores'])[None], g[None])[0]:.2f}"
+                             if "general_scores" in src and len(g) else "n/a"]
         out.append(row)
     return out
 
 
 NAMES = {"auc": "AUC", "spearman": "Spearman"}
-MODE_NAMES = {"full": "full fine-tuning", "lora": "LoRA"}
+MODE_NAMES = {"full": "full fine-tuning", "lora": "LoRA"}  # a method in sentences; any other: its params name
+SHORT_NAMES = {"full": "full", "lora": "LoRA"}  # ... in table headers and after a figure
+
+
+def label(mode: str) -> str:
+    """A method's name in a sentence: full fine-tuning, LoRA, or the name params.yaml gives it."""
+    return MODE_NAMES.get(mode, mode)
+
+
+def short(mode: str) -> str:
+    """A method's name beside a figure or in a header: full, LoRA, or the name params.yaml gives it."""
+    return SHORT_NAMES.get(mode, mode)
+
+
+def _and(items: list[str]) -> str:
+    """a; a and b; a, b and c."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def primary(inp: Inputs) -> str:
@@ -519,7 +618,7 @@ def _moved(comparison: dict[str, float], b: str, a: str, key: str) -> int:
 def learning_rates(inp: Inputs) -> str:
     """Which learning rate each mode trained at, and where it came from."""
     parts = []
-    for mode in ("full", "lora"):
+    for mode in inp.methods:
         lr = inp.train.get(mode, {}).get("lr")
         if lr is not None:
             rec = inp.tune.get(mode, {})
@@ -527,40 +626,54 @@ def learning_rates(inp: Inputs) -> str:
             how = (f"chosen on dev among {len({t['lr'] for t in rec['trials']})} rates"
                    + (f", {past} past the grid" if past else "") if rec.get("searched")
                    else "set in params.yaml, not searched")
-            parts.append(f"{MODE_NAMES[mode]} at lr {lr:g} ({how})")
+            parts.append(f"{label(mode)} at lr {lr:g} ({how})")
     return "; ".join(parts)
 
 
 def verdict(inp: Inputs, comparison: dict[str, float]) -> str:
-    """The headline in plain words: what fine-tuning did to the data's primary metric, how LoRA compares with
-    full fine-tuning (paired bootstrap), and at which learning rates."""
-    m, key = inp.metrics, primary(inp)
+    """The headline in plain words: what fine-tuning did to the data's primary metric, how each method
+    compares with the reference (full fine-tuning; paired bootstrap), and at which learning rates."""
+    m, key, ref = inp.metrics, primary(inp), inp.ref
     name = NAMES[key]
-    base, full, lora = (m[n].get(key, math.nan) for n in MODELS)
+    base = m["base"].get(key, math.nan)
+    tuned = {n: m[n].get(key, math.nan) for n in inp.methods}
     inverted = base < _chance(key)
-    figures = (f"eval {name} {base:.3f} (base{', inverted' if inverted else ''}) → {full:.3f} (full) and "
-               f"{lora:.3f} (LoRA)")
-    better = [n for n in ("full", "lora") if _moved(comparison, n, "base", key) > 0]
-    if len(better) == 2:
-        fixed = inverted and min(full, lora) > _chance(key)
+    figures = (f"eval {name} {base:.3f} (base{', inverted' if inverted else ''}) → "
+               + _and([f"{tuned[n]:.3f} ({short(n)})" for n in inp.methods]))
+    better = [n for n in inp.methods if _moved(comparison, n, "base", key) > 0]
+    if len(better) == len(inp.methods):
+        fixed = inverted and min(tuned.values()) > _chance(key)
         head = "Fine-tuning fixed the ranking" if fixed else "Fine-tuning improved the ranking"
     elif better:
-        head = (f"Only {MODE_NAMES[better[0]]} improved on the base; {MODE_NAMES[({'full', 'lora'} - set(better)).pop()]}"
-                " did not (its interval against the base includes 0 or lies below it)")
+        worse = [n for n in inp.methods if n not in better]
+        why = ("its interval against the base includes 0 or lies below it" if len(worse) == 1 else
+               "their intervals against the base include 0 or lie below it")
+        head = (f"Only {_and([label(n) for n in better])} improved on the base; {_and([label(n) for n in worse])}"
+                f" did not ({why})")
     else:
         head = "Fine-tuning did not improve on the base (no interval against the base lies above 0)"
     out = f"{head}: {figures}."
     if key == "spearman" and "auc" in m["base"]:
         out += (f" AUC at positive_threshold {inp.positive_threshold:g}: {m['base']['auc']:.3f} → "
-                f"{m['full']['auc']:.3f} / {m['lora']['auc']:.3f}.")
-    d, lo, hi = (comparison.get(f"lora_vs_full_{key}_diff{s}") for s in ("", "_ci_low", "_ci_high"))
-    if d is not None and lo is not None:
-        said = {1: "LoRA is better", -1: "full fine-tuning is better", 0: "the eval split cannot tell them apart"}
-        share = comparison.get(f"lora_share_of_full_gain_{key}", math.nan)
-        kept = f"; LoRA kept {share:.1%} of full fine-tuning's {name} gain" if not math.isnan(share) and full > base else ""
-        out += (f" LoRA minus full: {name} {_signed(d)} [{_signed(lo)}, {_signed(hi)}], "
-                f"{said[_moved(comparison, 'lora', 'full', key)]}"
-                f"{kept}.")
+                + " / ".join(f"{m[n]['auc']:.3f}" for n in inp.methods) + ".")
+    if len(inp.others) > 1 and all(f"{o}_vs_{ref}_{key}_diff" in comparison for o in inp.others):
+        moved = {o: _moved(comparison, o, ref, key) for o in inp.others}
+        told = [f"{short(o)} {'better' if moved[o] > 0 else 'worse'}" for o in inp.others if moved[o]]
+        out += (f" Each method minus {short(ref)}, {name}: "
+                + ", ".join(f"{short(o)} {_diff(comparison, f'{o}_vs_{ref}_{key}')}" for o in inp.others) + "; "
+                + (f"told apart from {label(ref)}: {_and(told)}." if told
+                   else f"the eval split tells none of them apart from {label(ref)}."))
+    for other in inp.others if len(inp.others) == 1 else ():
+        d, lo, hi = (comparison.get(f"{other}_vs_{ref}_{key}_diff{s}") for s in ("", "_ci_low", "_ci_high"))
+        if d is None or lo is None:
+            continue
+        said = {1: f"{short(other)} is better", -1: f"{label(ref)} is better",
+                0: "the eval split cannot tell them apart"}
+        share = comparison.get(f"{other}_share_of_{ref}_gain_{key}", math.nan)
+        kept = (f"; {short(other)} kept {share:.1%} of {label(ref)}'s {name} gain"
+                if not math.isnan(share) and tuned[ref] > base else "")
+        out += (f" {short(other)} minus {short(ref)}: {name} {_signed(d)} [{_signed(lo)}, {_signed(hi)}], "
+                f"{said[_moved(comparison, other, ref, key)]}{kept}.")
     rates = learning_rates(inp)
     return out + (f" Trained with {rates}." if rates else "")
 
@@ -592,8 +705,8 @@ def diagnoses(inp: Inputs) -> dict[str, tuple[str, str]]:
     alpha 0 of the interpolation grid (where that ran)."""
     key = primary(inp)
     out = {}
-    for mode, series in sorted(inp.curves.items()):
-        curve = inp.alpha_curves.get(mode) or [{}]
+    for mode in [n for n in inp.methods if n in inp.curves]:
+        series, curve = inp.curves[mode], inp.alpha_curves.get(mode) or [{}]
         out[mode] = diagnose(series.get(f"dev/{key}", []), curve[0].get(f"dev_{key}"), inp.plateau, NAMES[key])
     return out
 
@@ -602,10 +715,17 @@ def top_notes(inp: Inputs, found: dict[str, tuple[str, str]]) -> list[str]:
     """Plain-words lines for the top of the report: runs the headline rests on that their curves flag (`found`:
     diagnoses(inp)), and export variants that were not shipped."""
     out = []
+    flagged = {mode: finding for mode, (finding, _) in found.items()
+               if finding in ("did_nothing", "under_trained", "over_fitted")}
+    if len(flagged) > 2:  # one line, not one a method: the table below has each run's sentence
+        return [f"The headline rests on runs whose dev curves flag them: "
+                + ", ".join(f"{label(m)} {f.replace('_', ' ')}" for m, f in flagged.items())
+                + " (How each model was trained, below). Their figures may understate what those methods can do "
+                "on this data."] + export_notes(inp)
     for mode, (finding, sentence) in found.items():
         if finding in ("did_nothing", "under_trained", "over_fitted"):
-            out.append(f"The headline rests on a {MODE_NAMES[mode]} run that {sentence}. Its figures may understate "
-                       f"what {MODE_NAMES[mode]} can do on this data.")
+            out.append(f"The headline rests on a {label(mode)} run that {sentence}. Its figures may understate "
+                       f"what {label(mode)} can do on this data.")
     return out + export_notes(inp)
 
 
@@ -622,7 +742,7 @@ def by_count(groups: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def error_summary(inp: Inputs) -> list[str]:
     """One plain sentence per model: what it still gets wrong at its dev threshold, biggest groups first."""
     out = []
-    for name in MODELS:
+    for name in inp.models:
         errors, m = inp.details[name].get("errors"), inp.metrics[name]
         if errors is None:
             continue
@@ -659,14 +779,11 @@ def _ci(m: dict[str, float], key: str) -> str:
     return f"{_fmt(m[key])} [{_fmt(low)}, {_fmt(high)}]" if low is not None and high is not None else _fmt(m[key])
 
 
-PAIRS = (("full", "base", "full vs base"), ("lora", "base", "LoRA vs base"), ("lora", "full", "LoRA vs full"))
-
-
-def _paired_rows(comparison: dict[str, float]) -> list[dict[str, str]]:
+def _paired_rows(inp: Inputs, comparison: dict[str, float]) -> list[dict[str, str]]:
     """One row per model pair, each difference with its interval in one cell."""
     rows = []
-    for b, a, label in PAIRS:
-        row = {"pair": label}
+    for a, b in pairs(inp):
+        row = {"pair": f"{short(b)} vs {short(a)}"}
         for key in ("auc", "spearman"):
             k = f"{b}_vs_{a}_{key}_diff"
             row[key] = (f"{comparison[k]:+.4f} [{comparison[f'{k}_ci_low']:+.4f}, {comparison[f'{k}_ci_high']:+.4f}]"
@@ -678,7 +795,8 @@ def _paired_rows(comparison: dict[str, float]) -> list[dict[str, str]]:
 def _retention_rows(inp: Inputs) -> list[dict[str, str]]:
     """The general-quality table: per tuned mode, what tuning cost on the general set and the chosen blend."""
     rows = []
-    for mode, m in sorted(inp.interpolate.items()):
+    for mode in [n for n in inp.methods if n in inp.interpolate]:
+        m = inp.interpolate[mode]
         rows.append({"mode": mode, "general": bool(m.get("general")), "skipped": m.get("general_skipped", ""),
                      "base": _fmt(m.get("general_spearman_base", math.nan)),
                      "tuned": _fmt(m.get("general_spearman_tuned", math.nan)),
@@ -697,7 +815,8 @@ VARIANTS = (("standalone", "./ (SentenceTransformer folder)", "", "standalone"),
 def _export_rows(inp: Inputs) -> list[dict[str, str]]:
     """One row per mode and variant: what the export stage shipped, and why a variant was left out."""
     rows = []
-    for mode, e in sorted(inp.exports.items()):
+    for mode in [n for n in inp.methods if n in inp.exports]:
+        e = inp.exports[mode]
         status = e.get("status", {})
         alpha = e.get("alpha", 1.0)
         # the standalone folder reproduces the model it was made from: at alpha 1 the tuned model (evaluate's
@@ -719,14 +838,14 @@ def _export_rows(inp: Inputs) -> list[dict[str, str]]:
 def export_notes(inp: Inputs) -> list[str]:
     """A line for the top of the report per export variant that was not shipped."""
     return [f"Export: {mode}'s {variant} was not shipped ({why}); the rest of models/export/{mode}/ was. "
-            "See Exports below." for mode, e in sorted(inp.exports.items())
-            for variant, why in e.get("status", {}).items() if why != "ok"]
+            "See Exports below." for mode in inp.methods if mode in inp.exports
+            for variant, why in inp.exports[mode].get("status", {}).items() if why != "ok"]
 
 
 def _tune_rows(inp: Inputs) -> list[dict[str, str]]:
     """One row per mode: the learning rate it trained at and how that was chosen."""
     rows = []
-    for mode in ("full", "lora"):
+    for mode in inp.methods:
         rec, lr = inp.tune.get(mode, {}), inp.train.get(mode, {}).get("lr")
         if lr is None:
             continue
@@ -742,7 +861,7 @@ def _tune_rows(inp: Inputs) -> list[dict[str, str]]:
                    + (f". Note: it {rec['note']}" if rec.get("note") else ""))
         else:
             how = "set in params.yaml (train.<mode>.lr is a number): no search"
-        rows.append({"mode": MODE_NAMES[mode], "lr": f"{lr:g}", "how": how})
+        rows.append({"mode": label(mode), "lr": f"{lr:g}", "how": how})
     return rows
 
 
@@ -780,46 +899,91 @@ def _with_ci(c: dict[str, float], key: str) -> str:
     return f"{c[key]:.3f} [{c[f'{key}_ci_low']:.3f}, {c[f'{key}_ci_high']:.3f}]"
 
 
+def _diff(c: dict[str, float], key: str) -> str:
+    """A paired difference with its interval: +0.012 [-0.003, +0.027]."""
+    d, lo, hi = (c[f"{key}_diff{s}"] for s in ("", "_ci_low", "_ci_high"))
+    return f"{_signed(d)} [{_signed(lo)}, {_signed(hi)}]"
+
+
+def _pair_short(c: dict[str, float], other: str, ref: str, key: str, r: dict[str, float]) -> str:
+    """The trade-off of one method against the reference in plain words (retention `r` per method)."""
+    rlo, rhi = c[f"op_{other}_vs_{ref}_retention_diff_ci_low"], c[f"op_{other}_vs_{ref}_retention_diff_ci_high"]
+    moved = _moved(c, f"op_{other}", ref, key)
+    kept_more = other if rlo > 0 else ref if rhi < 0 else None
+    if kept_more and moved == (1 if kept_more == other else -1):
+        loser = ref if kept_more == other else other
+        return (f"{label(kept_more)} is better on both axes: in-domain, and it keeps {r[kept_more]:.2f} of the base's "
+                f"general similarity against {r[loser]:.2f}")
+    where = {0: "equal in-domain", 1: f"{short(other)} is better in-domain",
+             -1: f"{label(ref)} is better in-domain"}[moved]
+    tell = "" if kept_more else " (the general set cannot tell them apart)"
+    return f"{where}; {label(ref)} keeps {r[ref]:.2f} of the base's general similarity, {short(other)} {r[other]:.2f}{tell}"
+
+
+def _pair_compact(c: dict[str, float], other: str, ref: str, key: str, r: dict[str, float]) -> str:
+    """_pair_short in a few words, for a list of several methods against the reference."""
+    rlo, rhi = c[f"op_{other}_vs_{ref}_retention_diff_ci_low"], c[f"op_{other}_vs_{ref}_retention_diff_ci_high"]
+    where = {0: "equal in-domain", 1: "better in-domain", -1: "worse in-domain"}[_moved(c, f"op_{other}", ref, key)]
+    kept = ("keeps more" if rlo > 0 else "keeps less" if rhi < 0 else "retention not told apart")
+    return f"{where}, {kept} ({r[other]:.2f} vs {r[ref]:.2f})"
+
+
+def _best_per_axis(inp: Inputs, c: dict[str, float], key: str, r: dict[str, float]) -> str:
+    """With three methods or more: which is best on each axis, and whether the intervals against the
+    reference can tell it from the reference."""
+    name = NAMES[key]
+    top = max(inp.methods, key=lambda m: c[f"op_{m}_{key}"])
+    most = max(inp.methods, key=lambda m: r[m])
+    sure = {m: (_moved(c, f"op_{m}", inp.ref, key) != 0,
+                f"op_{m}_vs_{inp.ref}_retention_diff_ci_low" in c
+                and (c[f"op_{m}_vs_{inp.ref}_retention_diff_ci_low"] > 0
+                     or c[f"op_{m}_vs_{inp.ref}_retention_diff_ci_high"] < 0)) for m in inp.others}
+
+    def told(m: str, axis: int) -> str:
+        if m == inp.ref:
+            return ""
+        return (" (its interval against " + short(inp.ref) + (" excludes 0)" if sure[m][axis] else " includes 0)"))
+    return (f"highest eval {name}: {label(top)} ({c[f'op_{top}_{key}']:.3f}){told(top, 0)}; most general "
+            f"retention: {label(most)} ({r[most]:.2f}){told(most, 1)}")
+
+
 def verdict_axes(inp: Inputs, comparison: dict[str, float]) -> str:
     """The verdict on both axes a user pays for, at each method's operating point (the alpha chosen on dev +
-    general): in-domain eval quality and general retention, LoRA minus full on each with a paired interval,
-    then the trade-off in one plain sentence. One-axis, and said so, where there is no general set."""
-    c, key = comparison, primary(inp)
-    if "op_full_alpha" not in c:
+    general): in-domain eval quality and general retention, each other method minus the reference on each
+    with a paired interval, then the trade-off in plain words (with three methods or more, the best on each
+    axis first). One-axis, and said so, where there is no general set."""
+    c, key, ref = comparison, primary(inp), inp.ref
+    if f"op_{ref}_alpha" not in c:
         return ""
     name = NAMES[key]
-    d, lo, hi = (c[f"op_lora_vs_full_{key}_diff{s}"] for s in ("", "_ci_low", "_ci_high"))
-    where = {0: "equal in-domain", 1: "LoRA is better in-domain", -1: "full fine-tuning is better in-domain"}[
-        _moved(c, "op_lora", "full", key)]
-    lrs = {m: inp.train.get(m, {}).get("lr") for m in ("full", "lora")}
+    lrs = {m: inp.train.get(m, {}).get("lr") for m in inp.methods}
     point = {m: (f"lr {lrs[m]:g}, " if lrs[m] is not None else "") + f"alpha {c[f'op_{m}_alpha']:g}"
-             for m in ("full", "lora")}
+             for m in inp.methods}
+    minus = "".join(f", {short(o)} minus {short(ref)} {_diff(c, f'op_{o}_vs_{ref}_{key}')}" for o in inp.others)
     out = (f"On both axes, at each method's operating point (lr and alpha chosen on dev + the general set, never "
-           f"eval: full {point['full']}; LoRA {point['lora']}): eval {name} {_with_ci(c, f'op_full_{key}')} "
-           f"(full) and {_with_ci(c, f'op_lora_{key}')} (LoRA), LoRA minus full {_signed(d)} "
-           f"[{_signed(lo)}, {_signed(hi)}]")
-    if "op_lora_vs_full_retention_diff" not in c:
+           f"eval: {'; '.join(f'{short(m)} {point[m]}' for m in inp.methods)}): eval {name} "
+           + _and([f"{_with_ci(c, f'op_{m}_{key}')} ({short(m)})" for m in inp.methods]) + minus)
+    if f"op_{ref}_retention" not in c or any(f"op_{o}_vs_{ref}_retention_diff" not in c for o in inp.others):
         skipped = next((i["general_skipped"] for i in inp.interpolate.values() if i.get("general_skipped")), "")
         why = f"the general set was skipped ({skipped})" if skipped else "there is no general set (general.path)"
         return (f"{out}. The verdict is one-axis: {why}, so what tuning cost outside this data is not measured. "
                 f"{seeds_note(c)}")
     # one seed: the interpolate stage's retention and interval; several: their means and seed-aware intervals
     it = {m: {k: c[f"op_{m}_{k}"] if "op_seeds" in c else inp.interpolate[m][k]
-              for k in ("retention", "retention_ci_low", "retention_ci_high")} for m in ("full", "lora")}
-    kept = [f"{it[m]['retention']:.2f} [{it[m]['retention_ci_low']:.2f}, {it[m]['retention_ci_high']:.2f}] ({label})"
-            for m, label in (("full", "full"), ("lora", "LoRA"))]
-    rd, rlo, rhi = (c[f"op_lora_vs_full_retention_diff{s}"] for s in ("", "_ci_low", "_ci_high"))
-    tell = "" if rlo > 0 or rhi < 0 else " (the general set cannot tell them apart)"
-    kept_more = "lora" if rlo > 0 else "full" if rhi < 0 else None
-    rf, rl = it["full"]["retention"], it["lora"]["retention"]
-    if kept_more and _moved(c, "op_lora", "full", key) == (1 if kept_more == "lora" else -1):
-        short = (f"{MODE_NAMES[kept_more]} is better on both axes: in-domain, and it keeps "
-                 f"{rl if kept_more == 'lora' else rf:.2f} of the base's general similarity against "
-                 f"{rf if kept_more == 'lora' else rl:.2f}")
+              for k in ("retention", "retention_ci_low", "retention_ci_high")} for m in inp.methods}
+    kept = [f"{it[m]['retention']:.2f} [{it[m]['retention_ci_low']:.2f}, {it[m]['retention_ci_high']:.2f}] ({short(m)})"
+            for m in inp.methods]
+    r = {m: it[m]["retention"] for m in inp.methods}
+    minus = "".join(f", {short(o)} minus {short(ref)} {_diff(c, f'op_{o}_vs_{ref}_retention')}" for o in inp.others)
+    if len(inp.others) == 1:
+        said = _pair_short(c, inp.others[0], ref, key, r)
+    elif inp.others:
+        said = (_best_per_axis(inp, c, key, r) + f". Against {label(ref)}: "
+                + "; ".join(f"{short(o)} {_pair_compact(c, o, ref, key, r)}" for o in inp.others))
     else:
-        short = (f"{where}; full fine-tuning keeps {rf:.2f} of the base's general similarity, LoRA {rl:.2f}{tell}")
-    return (f"{out}; general retention (Spearman / the base's) {kept[0]} and {kept[1]}, LoRA minus full "
-            f"{_signed(rd)} [{_signed(rlo)}, {_signed(rhi)}]. In short: {short}. {_shipped(inp, c)} {seeds_note(c)}")
+        said = f"{label(ref)} keeps {r[ref]:.2f} of the base's general similarity"
+    return (f"{out}; general retention (Spearman / the base's) {_and(kept)}{minus}. In short: {said}. "
+            f"{_shipped(inp, c)} {seeds_note(c)}")
 
 
 def _as_trained(first: str, second: str) -> str:
@@ -830,7 +994,7 @@ def _as_trained(first: str, second: str) -> str:
 
 def _shipped(inp: Inputs, c: dict[str, float]) -> str:
     """Which models models/export holds: these operating points, or the alpha-1 models (export.operating_point)."""
-    alphas = {m: inp.exports.get(m, {}).get("alpha") for m in ("full", "lora")}
+    alphas = {m: inp.exports.get(m, {}).get("alpha") for m in inp.methods}
     if all(a is not None and abs(a - c[f"op_{m}_alpha"]) < 1e-9 for m, a in alphas.items()):
         return "models/export ships these operating points (export.operating_point: chosen)."
     return ("models/export holds the models as trained (alpha 1; export.operating_point: tuned); these operating "
@@ -845,45 +1009,50 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
 
     comparison = compare(inp)
     found = diagnoses(inp)
-    m = inp.metrics
+    m, models, ref = inp.metrics, inp.models, inp.ref
     rows = []
-    for key, label, group in TABLE_METRICS:
-        vals = [m[n].get(key, math.nan) for n in MODELS]
+    for key, title, group in TABLE_METRICS:
+        vals = [m[n].get(key, math.nan) for n in models]
         delta = [v - vals[0] for v in vals[1:]]
         shown = [_fmt(v) for v in vals]
         if key == "f1":  # a threshold that calls every pair positive scores the positives' F1 by default: say so
-            for i, n in enumerate(MODELS):
+            for i, n in enumerate(models):
                 if trivial_threshold(m[n]):
                     shown[i] += f" (calls every pair {inp.names[0]}: the trivial rule's F1)"
-        rows.append({"label": label, "group": group, "values": shown,
+        shares = [_gain_share(vals[0], vals[1], v) for v in vals[2:]]
+        rows.append({"label": title, "group": group, "values": shown,
                      "delta": [_fmt(x) for x in delta],
-                     "share": _fmt(_gain_share(*vals)) if key in SHARE_METRICS and not math.isnan(
-                         _gain_share(*vals)) else "",
+                     "shares": [_fmt(x) if key in SHARE_METRICS and not math.isnan(x) else "" for x in shares],
                      "ci": [(_fmt(m[n][f"{key}_ci_low"]), _fmt(m[n][f"{key}_ci_high"]))
                             if f"{key}_ci_low" in m[n] and not (key == "f1" and trivial_threshold(m[n])) else None
-                            for n in MODELS]})
+                            for n in models]})
     if any(i.get("general") for i in inp.interpolate.values()):
         # What tuning cost on the general set sits in the headline table too: base is 1 by definition.
         it = inp.interpolate
-        for key, label in (("general_spearman", "General-set Spearman (interpolate stage)"),
+        for key, title in (("general_spearman", "General-set Spearman (interpolate stage)"),
                            ("retention", "General-set retention (Spearman / base's)")):
-            vals = [it.get("full", {}).get(f"{key}_base", math.nan) if key == "general_spearman" else 1.0] + [
-                it.get(n, {}).get(f"{key}_tuned", math.nan) for n in ("full", "lora")]
+            vals = [it.get(ref, {}).get(f"{key}_base", math.nan) if key == "general_spearman" else 1.0] + [
+                it.get(n, {}).get(f"{key}_tuned", math.nan) for n in inp.methods]
             ci = [None] + [(_fmt(it[n][f"{key}_tuned_ci_low"]), _fmt(it[n][f"{key}_tuned_ci_high"]))
-                           if f"{key}_tuned_ci_low" in it.get(n, {}) else None for n in ("full", "lora")]
-            rows.append({"label": label, "group": "G", "values": [_fmt(v) for v in vals],
-                         "delta": [_fmt(v - vals[0]) for v in vals[1:]], "share": "", "ci": ci})
+                           if f"{key}_tuned_ci_low" in it.get(n, {}) else None for n in inp.methods]
+            rows.append({"label": title, "group": "G", "values": [_fmt(v) for v in vals],
+                         "delta": [_fmt(v - vals[0]) for v in vals[1:]], "shares": [""] * len(inp.others), "ci": ci})
     # learning rates as params.yaml and the verdict write them (2e-04 beside 0.004 read as two formats)
     cost = [{"mode": mode, **{k: f"{v:g}" if k == "lr" else _fmt(v) for k, v in inp.train[mode].items()},
-             "artifact_mb": f"{inp.train[mode]['artifact_bytes'] / 1e6:.2f}"} for mode in ("full", "lora")]
+             "artifact_mb": f"{inp.train[mode]['artifact_bytes'] / 1e6:.2f}"} for mode in inp.methods]
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True), trim_blocks=True,
                       lstrip_blocks=True)
     env.filters["fmt"] = _fmt
     env.filters["by_count"] = by_count
     template = env.from_string(files("pairtune").joinpath("templates/report.html").read_text(encoding="utf-8"))
+    axes = verdict_axes(inp, comparison)
     html = template.render(
-        verdict=_as_trained(verdict(inp, comparison), verdict_axes(inp, comparison)),
-        verdict_axes=verdict_axes(inp, comparison), summary=error_summary(inp), charts=charts(inp), rows=rows, models=MODELS,
+        title=" vs ".join(["base", *(label(n) for n in inp.methods)]),
+        verdict=_as_trained(verdict(inp, comparison), axes),
+        verdict_axes=axes, summary=error_summary(inp), charts=charts(inp), rows=rows, models=models,
+        methods=[(n, short(n)) for n in inp.methods], ref=(ref, short(ref), label(ref)),
+        deltas=len(inp.methods) <= 2,  # a difference column a method: readable up to two, then the paired table
+        others=[(n, short(n)) for n in inp.others],
         cost=cost,
         comparison=sorted(comparison.items()), details=inp.details, examples=inp.examples, data=inp.data,
         params=inp.params, versions=sorted(inp.versions.items()), bootstrap=inp.bootstrap,
@@ -891,13 +1060,13 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
         breakdown_keys=[k for k in ("by_category", "by_pair_type") if has_groups(inp, k)],
         absent=[f for k, f in (("by_category", "category"), ("by_pair_type", "pair_type")) if not has_groups(inp, k)],
         retention=_retention_rows(inp), exports=_export_rows(inp), top_notes=top_notes(inp, found),
-        diagnosis=[(MODE_NAMES[mode], finding, sentence) for mode, (finding, sentence) in found.items()],
+        diagnosis=[(label(mode), finding, sentence) for mode, (finding, sentence) in found.items()],
         tune=_tune_rows(inp),
-        seed_rows=seed_rows(inp), seeds_cost={m: inp.seeds[m].get("wall_s") for m in ("full", "lora")
-                                              if inp.seeds.get(m, {}).get("wall_s")},
+        seed_rows=seed_rows(inp), seeds_cost={n: inp.seeds[n].get("wall_s") for n in inp.methods
+                                              if inp.seeds.get(n, {}).get("wall_s")},
         alpha_rule=alpha_rule(inp.params),
-        paired=_paired_rows(comparison),
-        shares=[(key, _fmt(comparison.get(f"lora_share_of_full_gain_{key}", math.nan)))
-                for key in ("auc", "spearman", "margin", "f1")],
+        paired=_paired_rows(inp, comparison),
+        shares=[(short(o), [(key, _fmt(comparison.get(f"{o}_share_of_{ref}_gain_{key}", math.nan)))
+                            for key in ("auc", "spearman", "margin", "f1")]) for o in inp.others],
     )
     return html, comparison
