@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1
 PYTEST_ARGS ?=
 
-.PHONY: install repro exp test test-fast bench sweep compare push clean-venv docs tables docs-images
+.PHONY: install repro exp test test-fast bench sweep compare push clean-venv docs tables docs-images prune
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ WARM ?=
 DVC := $(if $(filter 1,$(WARM)),$(BIN)/python -m pairtune.warm dvc,$(BIN)/dvc)
 repro: $(STAMP)
 	$(RUN) $(DVC) repro
+
+# After a method leaves train.methods (or any stage leaves dvc.yaml): delete the outputs, dvc.lock entry and
+# .gitignore lines DVC keeps for it (pairtune.prune; docs/methods.md).
+prune: $(STAMP)
+	$(RUN) $(BIN)/python -m pairtune.prune
 
 # One experiment: make exp EXP="-S train.lora.r=16" (any `dvc exp run` arguments); WARM=1 as above.
 exp: $(STAMP)
@@ -71,7 +76,7 @@ sweep: $(STAMP)
 # a 160-column terminal (docs/dvc.md, "Compare experiments"). COMPARE_DROP='.*full\.' hides a model's columns too.
 COMPARE_DROP ?=
 compare: $(STAMP)
-	$(RUN) $(BIN)/dvc exp show --no-pager --only-changed --drop 'Created|State|Executor|.*auc_(low|high)|.*/.*$(if $(COMPARE_DROP),|$(COMPARE_DROP))'
+	$(RUN) $(BIN)/dvc exp show --no-pager --only-changed --drop 'Created|State|Executor|.*auc_(low|high)|.*/.*|dvclive$(if $(COMPARE_DROP),|$(COMPARE_DROP))'
 
 # Models, adapter, data and the run-cache, with the objects of every run recorded here (DVC pushes only the
 # workspace's), so a teammate's `dvc repro --pull` of any setting already run restores it instead of training.

@@ -93,8 +93,8 @@ def main() -> None:
         with params.open("w") as fh:
             YAML(typ="safe", pure=True).dump(raw, fh)
         base = work / f"base{i}"
-        _run([sys.executable, str(ROOT / "stages/base.py"), "--params", str(params), "--dev",
-              "data/prepared/dev.jsonl", "--out", str(base)], ROOT)
+        _run([sys.executable, str(ROOT / "stages/base.py"), "--params", str(params), "--data",
+              "data/prepared", "--out", str(base)], ROOT)
         setup[name] = (params, base, json.loads((base / "pairtune.json").read_text()))
     times: dict[str, dict[str, list[float]]] = {n: {"full": [], "lora": []} for n in models}
     for _ in range(args.runs):

@@ -91,8 +91,8 @@ def _one(rev: str, isa: str | None) -> dict:
         trained = {f"{stage}@{mode}": json.loads((clone / f"metrics/{stage}_{mode}.json").read_text())[mode][key]
                    for stage, key in TRAINING for mode in ("full", "lora")}
         # What the run chose, per CPU kind: a kind whose kernels round differently may choose another point.
-        chosen = {mode: {"lr": json.loads((clone / f"plots/tune_{mode}/choice.json").read_text())["lr"],
-                         "alpha": json.loads((clone / f"plots/interpolate_{mode}/chosen.json").read_text())["alpha"]}
+        chosen = {mode: {"lr": json.loads((clone / f"plots/tune/{mode}/choice.json").read_text())["lr"],
+                         "alpha": json.loads((clone / f"plots/interpolate/{mode}/chosen.json").read_text())["alpha"]}
                   for mode in ("full", "lora")}
         mine = _outs(yaml.safe_load((clone / "dvc.lock").read_text()))
         ref = _outs(yaml.safe_load(subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=ROOT, capture_output=True,

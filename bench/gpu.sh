@@ -35,7 +35,7 @@ if [ ! -f "$WORK/models/base/pairtune.json" ]; then
   (cd "$WORK" && cp "$OLDPWD/params.yaml" params.yaml &&
    "$PY" "$OLDPWD/stages/generate.py" --out data/demo --summary metrics/generate.json &&
    "$PY" "$OLDPWD/stages/prepare.py" --out data/prepared --summary metrics/prepare.json &&
-   "$PY" "$OLDPWD/stages/base.py" --dev data/prepared/dev.jsonl --out models/base) > "$OUT/setup.log" 2>&1
+   "$PY" "$OLDPWD/stages/base.py" --data data/prepared --out models/base) > "$OUT/setup.log" 2>&1
 fi
 
 # 3. the training benchmark, reference and pairtune alternating (the GPU trains: both use CUDA when present)

@@ -3,7 +3,7 @@
 For each method and each learning rate of its `tune` grid: train at full length (stages/train.py, the
 params' recipe, that rate fixed), then run the interpolate stage on it (the alpha grid, dev + general, the
 chosen alpha scored once on eval). From the curves it reports, per method:
-- the search's trial ranking (plots/tune_<mode>/trials.json of the committed run) against the full-length
+- the search's trial ranking (plots/tune/<mode>/trials.json of the committed run) against the full-length
   ranking by dev AUC at alpha 1: does a 69-step trial pick what full-length training would?
 - the pipeline's operating point (tune's lr, then interpolate's alpha) against the point the same rule
   (`interpolate.rule`, `max_auc_drop`) picks over the whole lr x alpha grid at once, on dev + general;
@@ -116,8 +116,8 @@ def main() -> None:
     stored = json.loads(args.out.read_text()).get("runs", {}).get(args.label, {}) if args.reuse and args.out.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes:
-            trials = json.loads((ws / f"plots/tune_{mode}/trials.json").read_text())
-            committed = json.loads((ws / f"metrics/interpolate_{mode}.json").read_text())
+            trials = json.loads((ws / f"plots/tune/{mode}/trials.json").read_text())
+            committed = json.loads((ws / f"metrics/interpolate/{mode}.json").read_text())
             rows, points = [], []
             # the grid, every rate the search tried (past the grid too) and any asked for
             rates = sorted({*params["tune"][mode], *(t["lr"] for t in trials["trials"]), *extra.get(mode, [])})
@@ -173,13 +173,13 @@ def main() -> None:
                              "retention": committed.get("retention"),
                              "eval_auc_ci": [committed["eval_auc_ci_low"], committed["eval_auc_ci_high"]],
                              "retention_ci": [committed.get("retention_ci_low"), committed.get("retention_ci_high")],
-                             "train_s": json.loads((ws / f"metrics/train_{mode}.json").read_text())[mode]["train_s"]},
+                             "train_s": json.loads((ws / f"metrics/train/{mode}.json").read_text())[mode]["train_s"]},
                 # the interval of the joint point is known where it is its lr's own interpolate choice
                 "joint": {**joint, **({"eval_auc": at_joint["eval_auc_at_chosen"],
                                        "eval_auc_ci": at_joint["eval_auc_at_chosen_ci"],
                                        "retention_ci": at_joint["retention_at_chosen_ci"]}
                                       if known else {})},
-                "search_s": json.loads((ws / f"metrics/tune_{mode}.json").read_text())[mode]["search_s"],
+                "search_s": json.loads((ws / f"metrics/tune/{mode}.json").read_text())[mode]["search_s"],
                 "trial_order": [r["lr"] for r in sorted(rows, key=lambda r: -(r["trial_dev_auc"] or 0))
                                 if r["trial_dev_auc"] is not None],
                 "extended": trials.get("extended", []),

@@ -43,7 +43,7 @@ def main() -> None:
     dev, ev = read_prepared(f"{args.data}/dev.jsonl"), read_prepared(f"{args.data}/eval.jsonl")
     with tempfile.TemporaryDirectory() as out:
         # The same recipe as the reference: its fixed learning rate where params.yaml says auto
-        configured = getattr(p.train, args.mode).lr
+        configured = p.train.method(args.mode).lr
         lr = LR[args.mode] if configured == "auto" else configured
         m = train_mode(args.mode, p, train, dev, is_binary(train + dev), args.base, out, None, lr)
         model = models.load_model(out)

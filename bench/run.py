@@ -251,7 +251,7 @@ def ddp(args: argparse.Namespace, runs: int, mach: dict) -> None:
 
 
 # Every stage in pipeline order, run one at a time (`dvc repro --single-item`) so each gets its own time and RSS.
-SCALE_STAGES = ("generate", "prepare", "base", "train@full", "train@lora", "evaluate@base", "evaluate@full",
+SCALE_STAGES = ("generate", "prepare", "base", "train@full", "train@lora", "evaluate@full",
                 "evaluate@lora", "interpolate@full", "interpolate@lora", "export@full", "export@lora", "report")
 SCALE_MAX_STEPS = 20  # training is not what --scale measures: a small step budget (train.max_steps)
 SCALE_SIZES = ("n_train", "n_dev", "n_eval")
@@ -298,7 +298,7 @@ def scale(args: argparse.Namespace, mach: dict) -> None:
                 stages[stage] = {"wall_s": round(wall, 1), "peak_rss_mb": round(peak)}
                 print(f"x{factor:<4d} {stage:17s} {wall:7.1f} s  {peak:6.0f} MB", flush=True)
             sizes = _json_run([sys.executable, "-c", _SPLIT_SIZES], cwd=clone)
-            files = {"report_html": "plots/report.html", "evaluate_lora_details": "plots/evaluate_lora/details.json"}
+            files = {"report_html": "plots/report.html", "evaluate_lora_details": "plots/evaluate/lora/details.json"}
             runs[str(factor)] = {"stages": stages, "splits": sizes,
                                  "bytes": {k: (clone / v).stat().st_size for k, v in files.items()
                                            if (clone / v).exists()}}

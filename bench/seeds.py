@@ -1,7 +1,7 @@
 """Seed spread measured: the verdict at seeds.n 1 and at N on the committed run (#32 point 4).
 
 Runs stages/seeds.py for both methods at seeds.n N into a temporary folder (the committed run's learning rates
-and operating points: plots/tune_<mode>/choice.json, plots/interpolate_<mode>/chosen.json), then the report
+and operating points: plots/tune/<mode>/choice.json, plots/interpolate/<mode>/chosen.json), then the report
 stage twice on the same inputs: as committed (seeds.n 1) and with the N seeds. Records each report's
 operating-point figures (metrics/report.json's op_*: means over seeds and their seed-aware intervals at N; the
 interpolate stage's own intervals at 1), each seed's point, and what the extra seeds cost against one training
@@ -65,7 +65,7 @@ def main() -> None:
     args = ap.parse_args()
     yaml = YAML()
     params = yaml.load((ROOT / "params.yaml").read_text())
-    interpolate = {m: json.loads((ROOT / f"metrics/interpolate_{m}.json").read_text()) for m in ("full", "lora")}
+    interpolate = {m: json.loads((ROOT / f"metrics/interpolate/{m}.json").read_text()) for m in ("full", "lora")}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         params["seeds"]["n"] = args.n
@@ -74,20 +74,20 @@ def main() -> None:
         plots = tmp / "plots"
         plots.mkdir()
         for child in (ROOT / "plots").iterdir():  # the committed run's plots, the seeds' own beside them
-            if not child.name.startswith("seeds_"):
+            if child.name != "seeds":
                 os.symlink(child, plots / child.name)
         wall = {}
         for m in ("full", "lora"):
             wall[m] = round(_run("seeds.py", "--mode", m, "--data", "data/prepared", "--base", "models/base",
-                                 "--tune", f"plots/tune_{m}/choice.json", "--chosen", f"plots/interpolate_{m}/chosen.json",
-                                 "--out", str(plots / f"seeds_{m}"), "--params", str(tmp / "params.yaml")), 1)
+                                 "--tune", f"plots/tune/{m}/choice.json", "--chosen", f"plots/interpolate/{m}/chosen.json",
+                                 "--out", str(plots / "seeds" / m), "--params", str(tmp / "params.yaml")), 1)
         reports = {}
         for n, pfile, pdir in ((1, ROOT / "params.yaml", ROOT / "plots"), (args.n, tmp / "params.yaml", plots)):
             _run("report.py", "--out", str(tmp / f"report_{n}.html"), "--metrics", str(tmp / f"report_{n}.json"),
                  "--params", str(pfile), "--plots-dir", str(pdir))
             reports[n] = json.loads((tmp / f"report_{n}.json").read_text())
-        points = {m: json.loads((plots / f"seeds_{m}/points.json").read_text()) for m in ("full", "lora")}
-    train_s = {m: json.loads((ROOT / f"metrics/train_{m}.json").read_text())[m]["train_s"] for m in ("full", "lora")}
+        points = {m: json.loads((plots / "seeds" / m / "points.json").read_text()) for m in ("full", "lora")}
+    train_s = {m: json.loads((ROOT / f"metrics/train/{m}.json").read_text())[m]["train_s"] for m in ("full", "lora")}
     out = {"date": date.today().isoformat(), "machine": hardware.machine("cpu").describe() + f", {os.cpu_count()} cores",
            "n": args.n, "seeds": points["full"]["seeds"],
            "lr": {m: points[m]["lr"] for m in points}, "alpha": {m: points[m]["alpha"] for m in points},

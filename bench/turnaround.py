@@ -30,11 +30,11 @@ from run import _ISA, ISA_ENV, ROOT, _env, _kind, machine_info  # noqa: E402 (be
 # (stage, the metrics file and key holding its training seconds, if it trains)
 STAGES = (
     ("generate", None), ("prepare", None), ("base", None),
-    ("tune@full", ("metrics/tune_full.json", "full", "search_s")),
-    ("tune@lora", ("metrics/tune_lora.json", "lora", "search_s")),
-    ("train@full", ("metrics/train_full.json", "full", "train_s")),
-    ("train@lora", ("metrics/train_lora.json", "lora", "train_s")),
-    ("evaluate@base", None), ("evaluate@full", None), ("evaluate@lora", None),
+    ("tune@full", ("metrics/tune/full.json", "full", "search_s")),
+    ("tune@lora", ("metrics/tune/lora.json", "lora", "search_s")),
+    ("train@full", ("metrics/train/full.json", "full", "train_s")),
+    ("train@lora", ("metrics/train/lora.json", "lora", "train_s")),
+    ("evaluate@full", None), ("evaluate@lora", None),  # the base's evaluation is in the base stage (#36)
     ("interpolate@full", None), ("interpolate@lora", None),
     ("export@full", None), ("export@lora", None),
     # seeds.n 1 (the default) trains nothing: what they cost is their start-up
@@ -115,7 +115,7 @@ def _experiment(clone: Path, r: int, warm: bool) -> dict[str, float]:
     if proc.returncode:
         raise SystemExit(f"{clone.name}: {' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     trained = sum(float(json.loads((clone / path).read_text())["lora"][key])
-                  for path, key in (("metrics/tune_lora.json", "search_s"), ("metrics/train_lora.json", "train_s")))
+                  for path, key in (("metrics/tune/lora.json", "search_s"), ("metrics/train/lora.json", "train_s")))
     subprocess.run(["git", "checkout", "-q", "--", "."], cwd=clone, check=True)
     subprocess.run(["dvc", "checkout", "-q", "--force"], cwd=clone, env=_env(clone), check=True, capture_output=True)
     return {"wall_s": wall, "training_s": trained, "other_s": wall - trained, "r": r}

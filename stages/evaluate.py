@@ -1,4 +1,4 @@
-"""evaluate: score one model (base, full or LoRA) on the eval split with the eight metrics.
+"""evaluate: score one tuned method's model on the eval split with the eight metrics (the base stage scores the base).
 
 Loads the model through the guarded loader (a LoRA adapter merged and verified), encodes each unique dev
 and eval text once, chooses thresholds on dev and reports on eval.
@@ -7,7 +7,7 @@ Writes <metrics> (the headline numbers under the model's name, for `dvc exp show
 <plots>/ (roc, scores, histogram, predictions, details: every figure, breakdowns, errors with their texts;
 embeddings.npy + embeddings.json: the encode itself, which the export stage reuses instead of encoding again).
 Run: python stages/evaluate.py --model models/lora --data data/prepared \
-         --metrics metrics/evaluate_lora.json --plots plots/evaluate_lora
+         --metrics metrics/evaluate/lora.json --plots plots/evaluate/lora
 """
 
 from __future__ import annotations
@@ -30,20 +30,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--name", help="key the headline metrics are filed under (default: the model folder's name)")
     args = ap.parse_args(argv)
     setup_logging()
-    p = params.load(args.params)
-    dev, eval_ = read_prepared(f"{args.data}/dev.jsonl"), read_prepared(f"{args.data}/eval.jsonl")
+    score(params.load(args.params), args.model, args.data, args.metrics, args.plots, args.name)
+
+
+def score(p: params.Params, model_dir: str, data: str, metrics: str, plots: str, name: str | None = None) -> None:
+    """Load `model_dir` through the guard, evaluate it on <data>/{dev,eval}.jsonl, write <plots>/ and <metrics>
+    (the base stage calls this for the base: one process, the base loaded once already)."""
+    dev, eval_ = read_prepared(f"{data}/dev.jsonl"), read_prepared(f"{data}/eval.jsonl")
     device = models.pick_device(p.train.device)
-    model = models.load_model(args.model, device)
+    model = models.load_model(model_dir, device)
     texts = unique_texts(dev, eval_)
     emb = models.embed(model, texts, p.evaluate.batch_size)
-    key = embeddings_key(texts, models.identity(args.model), str(device), p.evaluate.batch_size)
+    key = embeddings_key(texts, models.identity(model_dir), str(device), p.evaluate.batch_size)
     result = evaluate(emb, {t: i for i, t in enumerate(texts)}, dev, eval_, p.evaluate,
                       p.data.positive_threshold, p.seed)
-    with io.atomic_dir(args.plots) as tmp:
-        for name in ("roc", "scores", "histogram", "predictions", "details"):
-            io.write_json(tmp / f"{name}.json", getattr(result, name))
+    with io.atomic_dir(plots) as tmp:
+        for what in ("roc", "scores", "histogram", "predictions", "details"):
+            io.write_json(tmp / f"{what}.json", getattr(result, what))
         save_embeddings(tmp, emb, key, str(device))  # interpolate and export reuse them
-    io.write_json(args.metrics, {args.name or Path(args.model).name: headline(result.metrics)})
+    io.write_json(metrics, {name or Path(model_dir).name: headline(result.metrics)})
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ Writes <out>/ (standalone folder + onnx/ + model card + dev threshold) and <metr
 Which model: `export.operating_point` picks between --tuned (alpha 1, figures in --tuned-evaluate) and --chosen
 (the interpolate stage's operating point, figures in --chosen-metrics); --trained (DVCLive's train.json) gives
 the learning rate for the model card. Or --model and --evaluate export one folder as given.
-Run: python stages/export.py --model models/lora --data data/prepared --evaluate plots/evaluate_lora/details.json \
-         --out models/export/lora --metrics metrics/export_lora.json
+Run: python stages/export.py --model models/lora --data data/prepared --evaluate plots/evaluate/lora/details.json \
+         --out models/export/lora --metrics metrics/export/lora.json
 """
 
 from __future__ import annotations

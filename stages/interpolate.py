@@ -12,8 +12,8 @@ Writes <out>/ (the chosen model), <metrics>, <plots>/curve.json (one row per alp
 (the chosen alpha's eval and general scores, pair by pair, for the report's paired comparison) and the chosen
 model's encode of the dev and eval texts (<plots>/embeddings.npy: export's parity reference).
 Run: python stages/interpolate.py --base models/base --model models/lora --data data/prepared \
-         --out models/interpolated/lora --metrics metrics/interpolate_lora.json --plots plots/interpolate_lora \
-         [--base-plots plots/evaluate_base --model-plots plots/evaluate_lora]
+         --out models/interpolated/lora --metrics metrics/interpolate/lora.json --plots plots/interpolate/lora \
+         [--base-plots plots/evaluate/base --model-plots plots/evaluate/lora]
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """report: render plots/report.html comparing the base and each tuned method, and the paired comparison metrics.
 
-Reads <plots>/evaluate_<model>/{details,roc}.json (every eval figure, the ROC curve), metrics/train_<mode>.json (wall time),
-<live>/train_<mode>/train.json (the training record), metrics/interpolate_<mode>.json, <plots>/interpolate_<mode>/curve.json, the DVCLive curves,
-metrics/prepare.json, metrics/export_<mode>.json (what each export shipped), <plots>/tune_<mode>/trials.json
-(the learning-rate search), <plots>/seeds_<mode>/points.json (the extra training seeds, seeds.n > 1) and params.yaml. Writes <out> (one self-contained HTML file)
+For the base and each method M of params train.methods, reads <plots>/evaluate/M/{details,roc}.json (every eval
+figure, the ROC curve), metrics/train/M.json (wall time), <live>/train_M/train.json (the training record) and its
+DVCLive curves, metrics/interpolate/M.json, <plots>/interpolate/M/{curve,chosen}.json, metrics/export/M.json (what
+each export shipped), <plots>/tune/M/trials.json (the learning-rate search), <plots>/seeds/M/points.json (the extra
+training seeds, seeds.n > 1); and metrics/prepare.json and params.yaml. Writes <out> (one self-contained HTML file)
 and <metrics> (paired-bootstrap differences, each method's share of full's gain).
 Run: python stages/report.py --out plots/report.html --metrics metrics/report.json
 """
@@ -21,7 +22,7 @@ from ruamel.yaml import YAML
 
 from pairtune import io, params
 from pairtune.errors import run_stage, setup_logging
-from pairtune.report import METHODS, Inputs, build
+from pairtune.report import Inputs, build
 
 # The params sections this stage declares in dvc.yaml: only these are shown, so the report never shows a
 # value it would not rerun for.
@@ -67,9 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     p = params.load(args.params)
     mdir, pdir, ldir = Path(args.metrics_dir), Path(args.plots_dir), Path(args.live_dir)
-    methods = METHODS
+    methods = p.train.methods
     models = ("base", *methods)
-    details = {m: _json(pdir / f"evaluate_{m}" / "details.json") for m in models}
+    details = {m: _json(pdir / "evaluate" / m / "details.json") for m in models}
 
     def each(path: str) -> dict[str, dict]:
         """A per-method file ({mode} in `path`) of every method, read."""
@@ -78,9 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     inputs = Inputs(
         metrics={m: details[m]["metrics"] for m in models},
         details=details,
-        roc={m: _json(pdir / f"evaluate_{m}" / "roc.json") for m in models},
+        roc={m: _json(pdir / "evaluate" / m / "roc.json") for m in models},
         train={mode: {**_json(ldir / f"train_{mode}" / "train.json"),
-                      "train_wall_s": _json(mdir / f"train_{mode}.json")[mode]["train_s"]} for mode in methods},
+                      "train_wall_s": _json(mdir / "train" / f"{mode}.json")[mode]["train_s"]} for mode in methods},
         curves={mode: _curves(ldir / f"train_{mode}") for mode in methods if (ldir / f"train_{mode}").exists()},
         data=_json(mdir / "prepare.json"),
         params=_flat({k: v for k, v in YAML(typ="safe").load(Path(args.params).read_text(encoding="utf-8")).items()
@@ -88,14 +89,14 @@ def main(argv: list[str] | None = None) -> None:
         versions={name: version(name) for name in PACKAGES},
         positive_threshold=p.data.positive_threshold, bootstrap=p.evaluate.bootstrap,
         confidence=p.evaluate.confidence, seed=p.seed, examples=p.report.examples,
-        interpolate=each(f"{mdir}/interpolate_{{mode}}.json"),
-        alpha_curves=each(f"{pdir}/interpolate_{{mode}}/curve.json"),
-        exports=each(f"{mdir}/export_{{mode}}.json"),
-        tune=each(f"{pdir}/tune_{{mode}}/trials.json"),
+        interpolate=each(f"{mdir}/interpolate/{{mode}}.json"),
+        alpha_curves=each(f"{pdir}/interpolate/{{mode}}/curve.json"),
+        exports=each(f"{mdir}/export/{{mode}}.json"),
+        tune=each(f"{pdir}/tune/{{mode}}/trials.json"),
         plateau=p.report.plateau, names=p.data.class_names,
-        operating=each(f"{pdir}/interpolate_{{mode}}/chosen.json"),
-        seeds={mode: _json(pdir / f"seeds_{mode}" / "points.json") for mode in methods
-               if (pdir / f"seeds_{mode}" / "points.json").exists()},
+        operating=each(f"{pdir}/interpolate/{{mode}}/chosen.json"),
+        seeds={mode: _json(pdir / "seeds" / mode / "points.json") for mode in methods
+               if (pdir / "seeds" / mode / "points.json").exists()},
         methods=methods,
     )
     html, comparison = build(inputs)

@@ -8,7 +8,7 @@ With seeds.n = 1 it trains nothing (and imports no torch). With N > 1 it trains 
 Writes <out>/points.json: the lr, alpha, seeds and, per extra seed, its figures and its scores pair by pair
 (the report's seed-aware intervals), with what they cost.
 Run: python stages/seeds.py --mode lora --data data/prepared --base models/base \
-         --tune plots/tune_lora/choice.json --chosen plots/interpolate_lora/chosen.json --out plots/seeds_lora
+         --tune plots/tune/lora/choice.json --chosen plots/interpolate/lora/chosen.json --out plots/seeds/lora
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for flag in ("--data", "--base", "--tune", "--chosen", "--out"):
         ap.add_argument(flag, required=True)
-    ap.add_argument("--mode", choices=("full", "lora"), required=True)
+    ap.add_argument("--mode", required=True, help="a method: a section of params train (train.methods)")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     setup_logging()
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         from pairtune.data import is_binary, read_pairs, read_prepared
         from pairtune.training import chosen_lr
 
-        lr = chosen_lr(args.mode, getattr(p.train, args.mode).lr,
+        lr = chosen_lr(args.mode, p.train.method(args.mode).lr,
                        json.loads(Path(args.tune).read_text(encoding="utf-8")))
         chosen = json.loads(Path(args.chosen).read_text(encoding="utf-8"))
         data = {s: read_prepared(f"{args.data}/{s}.jsonl") for s in ("train", "dev", "eval")}

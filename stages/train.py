@@ -6,7 +6,7 @@ Reads params `seed`, `data.positive_threshold`, `train.*` (shared keys and the m
 `full`, adapter files only for `lora`, plus the probe fingerprint), <metrics> (training cost under the mode's
 name) and in <live> the DVCLive curves and train.json (the full record: knobs as decided, machine, sizes).
 Run: python stages/train.py --mode lora --data data/prepared --base models/base --out models/lora \
-         --metrics metrics/train_lora.json --live dvclive/train_lora --tune plots/tune_lora/choice.json
+         --metrics metrics/train/lora.json --live dvclive/train_lora --tune plots/tune/lora/choice.json
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for flag in ("--data", "--base", "--out", "--metrics", "--live"):
         ap.add_argument(flag, required=True)
-    ap.add_argument("--mode", choices=("full", "lora"), required=True)
+    ap.add_argument("--mode", required=True, help="a method: a section of params train (train.methods)")
     ap.add_argument("--tune", help="the tune stage's record: its lr is used when train.<mode>.lr is auto")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
             io.remove_stale(args.out)
         return
     record = json.loads(Path(args.tune).read_text(encoding="utf-8")) if args.tune else None
-    lr = chosen_lr(args.mode, getattr(p.train, args.mode).lr, record)
+    lr = chosen_lr(args.mode, p.train.method(args.mode).lr, record)
     train_pairs = read_prepared(f"{args.data}/train.jsonl")
     dev_pairs = read_prepared(f"{args.data}/dev.jsonl")
     log.info("%d train pairs, %d steps per epoch, %d epochs%s", len(train_pairs),

@@ -6,8 +6,8 @@ base fingerprint <base>; never the eval split. Writes <out>/trials.json
 (the chosen lr, the dev metric and every trial: rung, lr, steps, dev AUC and Spearman), <out>/choice.json (the
 lr alone, which the train stage reads) and <metrics> (the choice and what the search cost). A number in train.<mode>.lr: no search, and the
 record says so.
-Run: python stages/tune.py --mode lora --data data/prepared --base models/base --out plots/tune_lora \
-         --metrics metrics/tune_lora.json
+Run: python stages/tune.py --mode lora --data data/prepared --base models/base --out plots/tune/lora \
+         --metrics metrics/tune/lora.json
 """
 
 from __future__ import annotations
@@ -28,19 +28,19 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for flag in ("--data", "--base", "--out", "--metrics"):
         ap.add_argument(flag, required=True)
-    ap.add_argument("--mode", choices=("full", "lora"), required=True)
+    ap.add_argument("--mode", required=True, help="a method: a section of params train (train.methods)")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     setup_logging()
     p = params.load(args.params)
-    configured = getattr(p.train, args.mode).lr
+    configured = p.train.method(args.mode).lr
     record: dict = {"lr": configured, "searched": 0}
     cost = {"lr": configured, "search_s": 0.0, "trials": 0}
     if configured == "auto":
         train_pairs, dev_pairs = read_prepared(f"{args.data}/train.jsonl"), read_prepared(f"{args.data}/dev.jsonl")
         binary = is_binary(train_pairs + dev_pairs)
         metric, total = tune.metric_for(p.tune, binary), tune.full_steps(p, len(train_pairs))
-        grid = getattr(p.tune, args.mode)
+        grid = p.tune.grid(args.mode)
         plan = tune.rung_plan(len(grid), p.tune.rungs, p.tune.budget, total)
         log.info("%s: %d candidates, rungs of %s steps (one training run: %d steps), ranked by dev %s", args.mode,
                  len(grid), " -> ".join(f"{n} x {s}" for n, s in plan), total, metric)

@@ -117,8 +117,10 @@ TINY_PARAMS = {
     "base": {"model": "TINY", "probe_size": 16},
     "train": {"epochs": 1, "max_steps": 0, "batch_size": 16, "warmup_steps": 2, "scheduler": "linear", "loss": "cosine",
               "checkpoint": "last", "device": "cpu", "bf16": False, "packing": True,
-              "fast_dropout": True, "compact_embedding": True, "processes": 1, "full": {"lr": 1e-3},
-              "lora": {"lr": 1e-2, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}},
+              "fast_dropout": True, "compact_embedding": True, "processes": 1, "methods": ["full", "lora"],
+              "full": {"method": "full", "lr": 1e-3},
+              "lora": {"method": "lora", "lr": 1e-2, "r": 4, "alpha": 8, "dropout": 0.0,
+                       "target_modules": ["query", "value"], "rslora": False, "dora": False}},
     # the tiny run is 10 steps: rungs of 3 x 10 and 2 x 10 (a trial is never longer than the run it stands for)
     "tune": {"metric": "auto", "budget": 7.0, "rungs": 2, "tie": 0.002, "extend": 1, "full": [1e-4, 1e-3, 1e-2],
              "lora": [1e-3, 1e-2, 5e-2]},
@@ -172,7 +174,7 @@ def make_demo_data(root: Path, base: bool = False) -> None:
         generate_stage.main(["--out", "data/demo", "--summary", "metrics/generate.json"])
         prepare_stage.main(["--out", "data/prepared", "--summary", "metrics/prepare.json"])
         if base:
-            base_stage.main(["--dev", "data/prepared/dev.jsonl", "--out", "models/base"])
+            base_stage.main(["--data", "data/prepared", "--out", "models/base"])
     finally:
         os.chdir(old)
 
@@ -193,10 +195,35 @@ def trained(tmp_path_factory, tiny_model_dir):
     try:
         for mode in ("full", "lora"):
             train_stage.main(["--mode", mode, "--data", "data/prepared", "--base", "models/base", "--out",
-                              f"models/{mode}", "--metrics", f"metrics/train_{mode}.json", "--live", f"dvclive/train_{mode}"])
+                              f"models/{mode}", "--metrics", f"metrics/train/{mode}.json", "--live", f"dvclive/train_{mode}"])
     finally:
         os.chdir(old)
     return root
+
+
+@pytest.fixture(scope="session")
+def more_kinds(trained, tmp_path_factory):
+    """#36: an rsLoRA, a DoRA and an IA3 method trained on the tiny model by the train stage's code."""
+    from dataclasses import replace
+
+    from pairtune import params as P
+    from pairtune.data import read_prepared
+    from pairtune.params import Ia3Method
+    from pairtune.training import train_mode
+
+    p = P.load(trained / "params.yaml")
+    lora = p.train.method("lora")
+    sections = {"rslora": replace(lora, rslora=True, r=8), "dora": replace(lora, dora=True),
+                "ia3": Ia3Method(method="ia3", lr=5e-2, target_modules=("key", "value", "ffn_out"),
+                                 feedforward_modules=("ffn_out",))}
+    p = replace(p, train=replace(p.train, sections={**p.train.sections, **sections}))
+    root = tmp_path_factory.mktemp("kinds")
+    train, dev = (read_prepared(trained / f"data/prepared/{s}.jsonl") for s in ("train", "dev"))
+    out = {}
+    for name in sections:
+        (root / name).mkdir()
+        out[name] = (root / name, train_mode(name, p, train, dev, True, str(trained / "models/base"), root / name, None))
+    return out
 
 
 def flip_eval_labels(prepared: Path, dst: Path) -> Path:

@@ -12,10 +12,21 @@ DVC = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())
 PARAMS = YAML(typ="safe").load((ROOT / "params.yaml").read_text())
 
 
+def _resolve(values):
+    """A matrix's values: a list, or a ${...} reference into params.yaml (train.methods)."""
+    if isinstance(values, str) and values.startswith("${"):
+        node = PARAMS
+        for part in values[2:-1].split("."):
+            node = node[part]
+        return node
+    return values
+
+
 def _expand(stage: dict) -> list[dict]:
     if "matrix" not in stage:
         return [stage]
     ((var, values),) = stage["matrix"].items()
+    values = _resolve(values)
     text = repr({k: v for k, v in stage.items() if k != "matrix"})
     return [eval(text.replace("${item.%s}" % var, str(v))) for v in values]  # noqa: S307 - our own repr
 
@@ -48,6 +59,21 @@ def test_each_stage_has_its_own_params_section():
             assert name in PARAMS or name in ("train", "evaluate"), name
     # besides the shared seed, only input descriptions (the pair files, the general-domain file) are not stages
     assert set(PARAMS) - {"seed", "data", "general"} <= set(DVC["stages"])
+
+
+def test_adding_a_method_reruns_only_its_own_stages_and_the_report():
+    """#36: every per-method stage is a matrix over train.methods and depends on its own method's sections
+    only, never on train or tune whole or on the methods list: a method added there reruns nothing else."""
+    every_method = [name for name, stage in DVC["stages"].items() if "matrix" in stage]
+    assert set(every_method) == {"tune", "train", "evaluate", "interpolate", "export", "seeds"}
+    for name in every_method:
+        assert DVC["stages"][name]["matrix"] in ({"mode": "${train.methods}"}, {"model": "${train.methods}"}), name
+        for s in _expand(DVC["stages"][name]):
+            for key in s.get("params", []):
+                assert key not in ("train", "tune", "train.methods"), f"{name}: depends on {key}"
+                if key.startswith(("train.", "tune.")) and key.split(".")[1] in PARAMS["train"]["methods"] + [
+                        k for k, v in PARAMS["train"].items() if isinstance(v, dict)]:
+                    assert key.split(".")[1] in s["cmd"], f"{name}: another method's section {key}"
 
 
 def test_train_branches_list_only_their_own_mode_section():

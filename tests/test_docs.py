@@ -32,7 +32,7 @@ def _mini_repo(tmp_path: Path) -> Path:
     (root / "bench/tune.json").write_text((ROOT / "bench/tune.json").read_text())
     report = json.loads((ROOT / "metrics/report.json").read_text()) if (ROOT / "metrics/report.json").exists() \
         else _report()
-    # the operating-point rows also read metrics/interpolate_*.json, which this one-file repository lacks
+    # the operating-point rows also read metrics/interpolate/*.json, which this one-file repository lacks
     (root / "metrics/report.json").write_text(json.dumps({k: v for k, v in report.items() if not k.startswith("op_")}))
     _lock(root)
     (root / "README.md").write_text("# x\n\n<!-- table: verdict -->\n<!-- /table -->\n\n<!-- table: lr-check -->\n"

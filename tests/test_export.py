@@ -31,9 +31,9 @@ def _run_export(root: Path, mode: str, out: str, metrics: str, params: str = "pa
 
 @pytest.fixture(scope="module")
 def exported(trained):
-    """models/export/{full,lora} and metrics/export_*.json in the shared tiny training folder."""
+    """models/export/{full,lora} and metrics/export/*.json in the shared tiny training folder."""
     for mode in ("full", "lora"):
-        _run_export(trained, mode, f"models/export/{mode}", f"metrics/export_{mode}.json")
+        _run_export(trained, mode, f"models/export/{mode}", f"metrics/export/{mode}.json")
     return trained
 
 
@@ -51,7 +51,7 @@ def test_export_folder_has_every_artefact_and_records_parity(exported, mode):
     assert not (folder / models.ADAPTER_WEIGHTS).exists()  # LoRA is merged, not shipped as an adapter
     manifest = json.loads((folder / models.MANIFEST).read_text())
     assert manifest["mode"] == "export" and manifest["source_mode"] == mode
-    m = json.loads((exported / f"metrics/export_{mode}.json").read_text())
+    m = json.loads((exported / f"metrics/export/{mode}.json").read_text())
     assert m["threshold"] == manifest["threshold"] and m["threshold_int8"] == manifest["threshold_int8"]
     assert m["standalone_max_abs"] <= 1e-5 and m["onnx_cosine_max_abs"] <= 1e-4
     assert m["standalone_texts"] == 20  # export.parity_texts: a sample of the dev + eval texts
@@ -144,7 +144,7 @@ def test_onnx_carries_no_stack_traces_or_paths(exported):
 def test_export_is_byte_identical_on_a_rerun(exported):
     _run_export(exported, "lora", "models/export_again/lora", "metrics/export_again.json")
     assert _digests(exported / "models/export_again/lora") == _digests(exported / "models/export/lora")
-    assert (exported / "metrics/export_again.json").read_bytes() == (exported / "metrics/export_lora.json").read_bytes()
+    assert (exported / "metrics/export_again.json").read_bytes() == (exported / "metrics/export/lora.json").read_bytes()
 
 
 def test_a_parity_gap_fails_the_stage_and_writes_nothing(exported, capsys):
@@ -362,11 +362,11 @@ def test_int8_keeps_quality_on_the_real_model(tmp_path, monkeypatch):
     write_params(tmp_path / "params.yaml", params)
     generate_stage.main(["--out", "data/demo", "--summary", "metrics/generate.json"])
     prepare_stage.main(["--out", "data/prepared", "--summary", "metrics/prepare.json"])
-    base_stage.main(["--dev", "data/prepared/dev.jsonl", "--out", "models/base"])
+    base_stage.main(["--data", "data/prepared", "--out", "models/base"])
     train_stage.main(["--mode", "full", "--data", "data/prepared", "--base", "models/base", "--out", "models/full",
-                      "--metrics", "metrics/train_full.json", "--live", "dvclive/train_full"])
-    _run_export(tmp_path, "full", "models/export/full", "metrics/export_full.json")
-    m = json.loads((tmp_path / "metrics/export_full.json").read_text())
+                      "--metrics", "metrics/train/full.json", "--live", "dvclive/train_full"])
+    _run_export(tmp_path, "full", "models/export/full", "metrics/export/full.json")
+    m = json.loads((tmp_path / "metrics/export/full.json").read_text())
     assert m["onnx_auc"] > 0.6  # it ranks the right way round: tuned, not the inverted base (AUC ~0.2)
     assert m["int8_auc_delta"] <= 0.005 and m["int8_spearman_delta"] <= 0.01
     assert m["onnx_cosine_max_abs"] <= 1e-4 and m["standalone_max_abs"] <= 1e-5
@@ -480,7 +480,7 @@ def test_strict_export_fails_on_a_refused_int8_and_writes_nothing(spoiled, capsy
 
 def test_the_torchscript_exporter_is_tried_first_and_matches_pytorch(exported):
     for mode in ("full", "lora"):
-        m = json.loads((exported / f"metrics/export_{mode}.json").read_text())
+        m = json.loads((exported / f"metrics/export/{mode}.json").read_text())
         assert m["onnx_exporter"] == "torchscript" and m["status"]["onnx"] == "ok"
         assert m["onnx_cosine_max_abs"] <= 1e-4
 
@@ -527,7 +527,7 @@ def test_export_reuses_evaluates_embeddings_byte_for_byte(exported, caplog):
         assert ("reference embeddings: " in caplog.text) == (tag == "reused")
         assert ("encoding again" in caplog.text) == (tag == "mismatched")
         ours = json.loads((exported / f"metrics/export_{tag}.json").read_text())
-        plain = json.loads((exported / "metrics/export_lora.json").read_text())
+        plain = json.loads((exported / "metrics/export/lora.json").read_text())
         assert ours == plain
         mine, theirs = _digests(exported / f"models/export_{tag}"), _digests(exported / "models/export/lora")
         mine.pop("README.md"), theirs.pop("README.md")  # the card quotes evaluate's (here: real) eval metrics
@@ -560,7 +560,7 @@ def test_pairtune_uses_pytorch_when_no_onnx_was_shipped(exported, capsys, monkey
 def test_auto_int8_keeps_the_fastest_method_that_holds_on_dev(exported):
     """int8_method auto: dynamic on the tiny LoRA when it holds on dev; every method is tried, and the closest
     on dev kept, when none does (the spoiled model), and the eval check then refuses it."""
-    m = json.loads((exported / "metrics/export_lora.json").read_text())
+    m = json.loads((exported / "metrics/export/lora.json").read_text())
     assert m["int8_method"] == "dynamic" and list(m["int8_tried"]) == ["dynamic"]  # tiny params: int8_method dynamic
     params = _params_with(exported, "auto_int8.yaml", int8_method="auto", int8_auc_tol=0.2, int8_spearman_tol=0.2)
     _run_export(exported, "lora", "models/export_auto/lora", "metrics/export_auto.json", params)

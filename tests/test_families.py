@@ -57,18 +57,18 @@ def family_run(request, tmp_path_factory, prepared):
     old = os.getcwd()
     os.chdir(root)
     try:
-        _stage("base", "--dev", "data/prepared/dev.jsonl", "--out", "models/base")
+        _stage("base", "--data", "data/prepared", "--out", "models/base")
         for mode in ("full", "lora"):
             _stage("train", "--mode", mode, "--data", "data/prepared", "--base", "models/base", "--out",
-                   f"models/{mode}", "--metrics", f"metrics/train_{mode}.json", "--live", f"dvclive/train_{mode}")
+                   f"models/{mode}", "--metrics", f"metrics/train/{mode}.json", "--live", f"dvclive/train_{mode}")
             _stage("evaluate", "--model", f"models/{mode}", "--data", "data/prepared", "--metrics",
-                   f"metrics/evaluate_{mode}.json", "--plots", f"plots/evaluate_{mode}")
+                   f"metrics/evaluate/{mode}.json", "--plots", f"plots/evaluate/{mode}")
             _stage("export", "--model", f"models/{mode}", "--data", "data/prepared", "--evaluate",
-                   f"plots/evaluate_{mode}/details.json", "--out", f"models/export/{mode}", "--metrics",
-                   f"metrics/export_{mode}.json")
+                   f"plots/evaluate/{mode}/details.json", "--out", f"models/export/{mode}", "--metrics",
+                   f"metrics/export/{mode}.json")
         _stage("interpolate", "--base", "models/base", "--model", "models/lora", "--data", "data/prepared",
-               "--out", "models/interpolated/lora", "--metrics", "metrics/interpolate_lora.json",
-               "--plots", "plots/interpolate_lora")
+               "--out", "models/interpolated/lora", "--metrics", "metrics/interpolate/lora.json",
+               "--plots", "plots/interpolate/lora")
     finally:
         os.chdir(old)
     return request.param, root
@@ -87,7 +87,7 @@ def test_every_stage_runs_and_every_model_passes_the_guard(family_run):
     cfg = json.loads((root / "models/lora/adapter_config.json").read_text())
     assert all(end.replace(".", "\\.") in cfg["target_modules"] for end in QUERY_VALUE[family])
     for mode in ("full", "lora"):
-        ev = json.loads((root / f"metrics/evaluate_{mode}.json").read_text())[mode]
+        ev = json.loads((root / f"metrics/evaluate/{mode}.json").read_text())[mode]
         assert 0.0 <= ev["auc"] <= 1.0
 
 
@@ -96,7 +96,7 @@ def test_export_takes_the_tokenizers_inputs_and_matches_pytorch(family_run):
 
     family, root = family_run
     for mode in ("full", "lora"):
-        metrics = json.loads((root / f"metrics/export_{mode}.json").read_text())
+        metrics = json.loads((root / f"metrics/export/{mode}.json").read_text())
         assert metrics["status"]["standalone"] == "ok" and metrics["status"]["onnx"] == "ok", metrics["status"]
         assert metrics["onnx_cosine_max_abs"] <= TINY_PARAMS["export"]["onnx_atol"]
         graph = onnx.load(str(root / f"models/export/{mode}/onnx/model.onnx"), load_external_data=False).graph
@@ -169,7 +169,7 @@ def test_an_unsupported_architecture_is_one_line_before_training(tmp_path, tiny_
     write_params(tmp_path / "params.yaml", params)
     (tmp_path / "dev.jsonl").write_text(json.dumps({"text_1": "a", "text_2": "b", "label": 1}) + "\n")
     proc = subprocess.run([sys.executable, str(ROOT / "stages/base.py"), "--params", str(tmp_path / "params.yaml"),
-                           "--dev", str(tmp_path / "dev.jsonl"), "--out", str(tmp_path / "base")],
+                           "--data", str(tmp_path), "--out", str(tmp_path / "base")],
                           capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: base.model ")

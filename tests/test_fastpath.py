@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pairtune import fastpath, models
-from pairtune.params import LoraMode
+from pairtune.params import LoraMethod
 from pairtune.training import build_loss
 
 TEXTS = ["I smoke every day.", "I would never date a smoker.", "Hiking on weekends is my favourite thing.",
@@ -85,7 +85,8 @@ def test_one_pass_loss_keeps_its_class_name(model):
 
 
 def test_packing_runs_through_a_peft_adapter(model):
-    models.add_lora(model, LoraMode(lr=1e-3, r=4, alpha=8, dropout=0.0, target_modules=("query", "value")), 0)
+    models.add_adapter(model, LoraMethod(method="lora", lr=1e-3, r=4, alpha=8, dropout=0.0,
+                                         target_modules=("query", "value"), rslora=False, dora=False), 0)
     with torch.no_grad():  # a non-zero B, so the adapter is on the path being compared
         for name, p in model.named_parameters():
             if "lora_B" in name:

@@ -297,3 +297,24 @@ def test_a_general_set_the_base_cannot_rank_costs_retention_not_the_run(trained,
     write_params(trained / "off2.yaml", params)
     assert m["alpha"] == _stage(trained, "interp_off2", params="off2.yaml")["alpha"]
     models.load_model(trained / "models/interp_backwards")
+
+
+@pytest.mark.parametrize("kind", ["dora", "ia3"])
+def test_each_adapter_kind_writes_its_operating_point_exactly(more_kinds, trained, tmp_path, kind):
+    """#36: IA3's operating point stays an adapter (each vector 1 + alpha (l - 1)); DoRA's is written as merged
+    weights (a scaled DoRA adapter is not the blend). Either way it is the interpolated model, through the guard."""
+    source = more_kinds[kind][0]
+    interp = I.Interpolator.between(models.load_model(trained / "models/base"), models.load_model(source))
+    I.write_model(interp, 0.4, source, tmp_path)
+    manifest = models.read_manifest(tmp_path)
+    if kind == "ia3":
+        assert manifest["mode"] == "ia3" and I.adapter_scaling(source) == "ia3"
+        src, out = (load_file(str(f / models.ADAPTER_WEIGHTS)) for f in (source, tmp_path))
+        for k, v in src.items():
+            assert np.allclose(out[k].numpy(), 1 + 0.4 * (v.numpy() - 1), atol=1e-7)
+    else:
+        assert I.adapter_scaling(source) is None and manifest["mode"] == "full"
+        assert manifest["merged_from"] == "lora (DoRA)" and not (tmp_path / models.ADAPTER_WEIGHTS).exists()
+    loaded = models.load_model(tmp_path)
+    interp.set(0.4)
+    assert np.max(np.abs(_embed(loaded, trained) - _embed(interp.model, trained))) < 1e-5

@@ -57,7 +57,7 @@ def test_full_folder_is_a_sentence_transformer(trained):
     m = json.loads((trained / "dvclive/train_full/train.json").read_text())
     assert m["trainable_params"] == m["total_params"] and m["artifact_bytes"] > 0
     assert "train_wall_s" not in m  # a cached out: a retrain of the same bytes must not change it
-    cost = json.loads((trained / "metrics/train_full.json").read_text())
+    cost = json.loads((trained / "metrics/train/full.json").read_text())
     assert set(cost) == {"full"} and set(cost["full"]) == {"train_s", "mb"}
 
 
@@ -138,8 +138,8 @@ def test_all_linear_targets_train_and_load(trained, tmp_path):
     from pairtune.training import train_mode
 
     p = P.load(trained / "params.yaml")
-    p = replace(p, train=replace(p.train, lora=replace(p.train.lora, target_modules=("query", "key", "value",
-                                                                                     "dense"))))
+    lora = replace(p.train.method("lora"), target_modules=("query", "key", "value", "dense"))
+    p = replace(p, train=replace(p.train, sections={**p.train.sections, "lora": lora}))
     out = tmp_path / "all-linear"
     out.mkdir()
     train_mode("lora", p, read_prepared(trained / "data/prepared/train.jsonl"),
@@ -202,47 +202,47 @@ def test_evaluate_and_report_stages_on_tiny_model(trained, monkeypatch):
     monkeypatch.chdir(trained)
     for name in ("base", "full", "lora"):
         evaluate_stage.main(["--model", f"models/{name}", "--data", "data/prepared",
-                             "--metrics", f"metrics/evaluate_{name}.json", "--plots", f"plots/evaluate_{name}"])
-        headline = json.loads((trained / f"metrics/evaluate_{name}.json").read_text())
+                             "--metrics", f"metrics/evaluate/{name}.json", "--plots", f"plots/evaluate/{name}"])
+        headline = json.loads((trained / f"metrics/evaluate/{name}.json").read_text())
         # what `dvc exp show` lists: the headline under the model's name (unique column names), nothing else
         assert list(headline) == [name]
         assert set(headline[name]) == {"rho", "margin", "cohens_d", "auc", "auc_low", "auc_high", "f1",
                                        "purity", "fp"}
-        m = json.loads((trained / f"plots/evaluate_{name}/details.json").read_text())["metrics"]
+        m = json.loads((trained / f"plots/evaluate/{name}/details.json").read_text())["metrics"]
         for key in ("spearman", "margin", "cohens_d", "auc", "f1", "cluster_chance", "fp_count", "threshold",
                     "pair_type_opposite_stance_accuracy"):
             assert key in m
         assert all(isinstance(v, (int, float)) for v in m.values())
         assert headline[name]["auc"] == m["auc"] and headline[name]["fp"] == m["fp_count"]
-        assert {p.name for p in (trained / f"plots/evaluate_{name}").iterdir()} == {
+        assert {p.name for p in (trained / f"plots/evaluate/{name}").iterdir()} == {
             "roc.json", "scores.json", "histogram.json", "predictions.json", "details.json", "embeddings.npy",
             "embeddings.json"}
-        hist = json.loads((trained / f"plots/evaluate_{name}/histogram.json").read_text())
+        hist = json.loads((trained / f"plots/evaluate/{name}/histogram.json").read_text())
         assert sum(b["positives"] + b["negatives"] for b in hist) == m["n_pairs"]
     import interpolate as interpolate_stage
 
     for mode in ("full", "lora"):
         interpolate_stage.main(["--base", "models/base", "--model", f"models/{mode}", "--data", "data/prepared",
-                                "--out", f"models/interpolated/{mode}", "--metrics", f"metrics/interpolate_{mode}.json",
-                                "--plots", f"plots/interpolate_{mode}"])
+                                "--out", f"models/interpolated/{mode}", "--metrics", f"metrics/interpolate/{mode}.json",
+                                "--plots", f"plots/interpolate/{mode}"])
     import export as export_stage
     import tune as tune_stage
 
     for mode in ("full", "lora"):  # what the report also reads: the (fixed-rate) search record and the exports
         tune_stage.main(["--mode", mode, "--data", "data/prepared", "--base", "models/base",
-                         "--out", f"plots/tune_{mode}", "--metrics", f"metrics/tune_{mode}.json"])
+                         "--out", f"plots/tune/{mode}", "--metrics", f"metrics/tune/{mode}.json"])
         export_stage.main(["--chosen", f"models/interpolated/{mode}", "--chosen-metrics",
-                           f"metrics/interpolate_{mode}.json", "--tuned", f"models/{mode}", "--tuned-evaluate",
-                           f"plots/evaluate_{mode}/details.json", "--trained", f"dvclive/train_{mode}/train.json",
+                           f"metrics/interpolate/{mode}.json", "--tuned", f"models/{mode}", "--tuned-evaluate",
+                           f"plots/evaluate/{mode}/details.json", "--trained", f"dvclive/train_{mode}/train.json",
                            "--data", "data/prepared", "--out", f"models/export/{mode}",
-                           "--metrics", f"metrics/export_{mode}.json"])
+                           "--metrics", f"metrics/export/{mode}.json"])
     report_stage.main(["--out", "plots/report.html", "--metrics", "metrics/report.json"])
     html = (trained / "plots/report.html").read_text()
     # #32: the export ships the operating point the verdict weighs (export.operating_point: chosen, the default)
     for mode in ("full", "lora"):
-        point = json.loads((trained / f"metrics/interpolate_{mode}.json").read_text())
+        point = json.loads((trained / f"metrics/interpolate/{mode}.json").read_text())
         card = (trained / f"models/export/{mode}/README.md").read_text()
-        assert json.loads((trained / f"metrics/export_{mode}.json").read_text())["alpha"] == point["alpha"]
+        assert json.loads((trained / f"metrics/export/{mode}.json").read_text())["alpha"] == point["alpha"]
         assert f"- alpha {point['alpha']:g}: " in card and "- learning rate " in card
         shown = re.search(r"- general retention (\S+) \[(\S+), (\S+)\]", card).groups()
         assert np.allclose([float(v) for v in shown], [point[f"retention{s}"] for s in ("", "_ci_low", "_ci_high")],
@@ -258,8 +258,8 @@ def test_evaluate_and_report_stages_on_tiny_model(trained, monkeypatch):
     params = __import__("ruamel.yaml", fromlist=["YAML"]).YAML(typ="safe").load((trained / "params.yaml").read_text())
     params["export"]["operating_point"] = "tuned"
     write_params(trained / "tuned.yaml", params)
-    flags = ["--chosen", "models/interpolated/lora", "--chosen-metrics", "metrics/interpolate_lora.json", "--tuned",
-             "models/lora", "--tuned-evaluate", "plots/evaluate_lora/details.json", "--data", "data/prepared"]
+    flags = ["--chosen", "models/interpolated/lora", "--chosen-metrics", "metrics/interpolate/lora.json", "--tuned",
+             "models/lora", "--tuned-evaluate", "plots/evaluate/lora/details.json", "--data", "data/prepared"]
     export_stage.main([*flags, "--out", "models/export_tuned/lora", "--metrics", "metrics/export_tuned.json",
                        "--params", "tuned.yaml"])
     assert json.loads((trained / "metrics/export_tuned.json").read_text())["alpha"] == 1.0
@@ -496,3 +496,24 @@ def test_the_adapter_serves_alone_as_documented(trained):
         os.chdir(cwd)
     a, b = models.embed(models.load_model(trained / "models/lora"), ["first text", "second text"])
     assert float(out.getvalue().strip()) == pytest.approx(float(a @ b), abs=1e-5)
+
+
+def test_each_adapter_kind_trains_saves_and_loads_through_the_guard(more_kinds):
+    cfg = {n: json.loads((folder / "adapter_config.json").read_text()) for n, (folder, _) in more_kinds.items()}
+    assert cfg["rslora"]["use_rslora"] is True and cfg["rslora"]["r"] == 8
+    assert cfg["dora"]["use_dora"] is True and cfg["ia3"]["peft_type"] == "IA3"
+    keys = load_file(str(more_kinds["ia3"][0] / "adapter_model.safetensors"))
+    assert len(keys) == 2 * 3 and all(k.endswith("ia3_l") for k in keys)  # 2 layers x (key, value, ffn out)
+    assert any("lora_magnitude_vector" in k for k in load_file(str(more_kinds["dora"][0] / "adapter_model.safetensors")))
+    for name, (folder, metrics) in more_kinds.items():
+        assert models.read_manifest(folder)["mode"] == ("ia3" if name == "ia3" else "lora")  # the kind, not the name
+        assert 0 < metrics["trainable_params"] < metrics["total_params"] / 10
+        models.load_model(folder)  # reproduces its probe, differs from the base
+
+
+def test_guard_refuses_ia3_vectors_left_at_one(more_kinds, tmp_path):
+    folder = shutil.copytree(more_kinds["ia3"][0], tmp_path / "broken")
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    save_file({k: torch.ones_like(v) for k, v in weights.items()}, str(folder / "adapter_model.safetensors"))
+    with pytest.raises(models.GuardError, match="all 6 IA3 vectors are ones; the adapter is a no-op"):
+        models.load_model(folder)

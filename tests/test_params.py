@@ -11,14 +11,18 @@ from conftest import ROOT, TINY_PARAMS, write_params
 
 def test_repo_params_load():
     p = params.load(ROOT / "params.yaml")
-    assert p.train.lora.r == 8 and p.train.lora.target_modules == ("query", "value")
-    assert p.train.full.lr == "auto" and p.train.lora.lr == "auto"  # chosen on dev by the tune stage
-    assert 2e-5 in p.tune.full  # full's original recipe is one of the candidates
+    lora, full = p.train.method("lora"), p.train.method("full")
+    assert p.train.methods == ("full", "lora")  # the default comparison, as before methods were a list (#36)
+    assert lora.r == 8 and lora.target_modules == ("query", "value") and not lora.rslora and not lora.dora
+    assert full.lr == "auto" and lora.lr == "auto"  # chosen on dev by the tune stage
+    assert 2e-5 in p.tune.grid("full")  # full's original recipe is one of the candidates
+    # the other methods ship as sections, each with its grid, ready to be named in train.methods
+    assert {"dora", "rslora16", "lora_all", "ia3"} <= set(p.train.sections) <= set(p.tune.grids)
     # LoRA's original 2e-4 was never chosen (bench/operating.json); the search still reaches near it, one step
     # past the grid's smallest rate (tune.extend), where dev points that way
     from pairtune.tune import beyond
 
-    assert p.tune.extend >= 1 and beyond(min(p.tune.lora), list(p.tune.lora)) == 2.5e-4
+    assert p.tune.extend >= 1 and beyond(min(p.tune.grid("lora")), list(p.tune.grid("lora"))) == 2.5e-4
     with pytest.raises(Exception):
         p.seed = 1  # frozen
 
@@ -40,6 +44,20 @@ def test_every_value_has_a_comment():
     (lambda p: p["train"].update(loss="hinge"), "train.loss: 'hinge' is not one of"),
     (lambda p: p["train"]["lora"].update(target_modules="query"), "train.lora.target_modules: expected a non-empty list"),
     (lambda p: p.update(train=[1]), "train: expected a mapping"),
+    # methods as data (#36): a section's kind, the list naming sections, each with its grid
+    (lambda p: p["train"]["lora"].update(method="prefix"), "train.lora.method: 'prefix' is not one of full, lora, ia3"),
+    (lambda p: p["train"]["lora"].pop("method"), "train.lora: unknown key (a method section has a `method: full | lora | ia3` key)"),
+    (lambda p: p["train"].update(methods=["full", "dora"]), "train.methods: 'dora' has no section train.dora"),
+    (lambda p: p["train"].update(methods=["full", "full"]), "train.methods: a method is listed twice"),
+    (lambda p: p["train"].update(methods=["export"], export={"method": "full", "lr": 1e-3}),
+     "train.methods: 'export' cannot name a method"),
+    (lambda p: p["train"].update(methods=["Full"], Full={"method": "full", "lr": 1e-3}), "train.methods: 'Full' cannot name"),
+    (lambda p: p["tune"].pop("lora"), "tune.lora: missing key (the candidate learning rates of train.lora"),
+    (lambda p: p["train"]["lora"].update(rslora="yes"), "train.lora.rslora: expected bool"),
+    (lambda p: p["tune"].update(extnd=[1.0]), "tune.extnd: unknown key (candidate rates need a method section train.extnd)"),
+    (lambda p: p["train"].update(ia3={"method": "ia3", "lr": 1e-2, "target_modules": ["key"],
+                                     "feedforward_modules": ["ffn_out"]}),
+     "train.ia3.feedforward_modules: ['ffn_out'] must be among its target_modules ['key']"),
 ])
 def test_bad_params_name_file_section_and_key(tmp_path, mutate, message):
     raw = copy.deepcopy(TINY_PARAMS)
@@ -120,3 +138,16 @@ def test_a_data_dir_spelled_another_way_is_the_same_folder(tmp_path):
     own = copy.deepcopy(TINY_PARAMS)
     own["data"].update(dir="./data/raw/", train="data/raw/a.csv", dev="data/raw/sub/b.csv", eval="data/raw/c.csv")
     assert not params.load(write_params(tmp_path / "own.yaml", own)).data.is_demo
+
+
+def test_a_method_section_not_listed_is_checked_but_not_run(tmp_path):
+    """#36: a section of train with a `method` is a method; listing it in train.methods is what runs it."""
+    raw = copy.deepcopy(TINY_PARAMS)
+    raw["train"]["dora"] = {**raw["train"]["lora"], "dora": True}
+    raw["tune"]["dora"] = [1e-3, 1e-2]
+    p = params.load(write_params(tmp_path / "params.yaml", raw))
+    assert p.train.methods == ("full", "lora") and p.train.method("dora").dora and p.tune.grid("dora") == (1e-3, 1e-2)
+    raw["train"]["methods"] = ["lora", "dora"]
+    assert params.load(write_params(tmp_path / "params.yaml", raw)).train.methods == ("lora", "dora")
+    with pytest.raises(PairtuneError, match=r"train.ia3: no such method section \(train.methods: \['full', 'lora'\]\)"):
+        p.train.method("ia3")

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from conftest import ROOT, TINY_PARAMS, write_params, write_tiny_general
+from conftest import ROOT, TINY_PARAMS, doc_blocks, write_params, write_tiny_general
 
 pytestmark = pytest.mark.pipeline
-METRICS = ("evaluate_base", "evaluate_full", "evaluate_lora", "interpolate_full", "interpolate_lora", "export_full",
-           "export_lora", "report", "prepare", "generate")
+METRICS = ("evaluate/base", "evaluate/full", "evaluate/lora", "interpolate/full", "interpolate/lora", "export/full",
+           "export/lora", "report", "prepare", "generate")
 
 
 def _env() -> dict[str, str]:
@@ -57,9 +57,16 @@ def would_run(repo: Path) -> set[str]:
     """Stages a `dvc repro` would run: those `--dry` finds changed, plus everything downstream of them.
 
     `--dry` cannot know that a downstream stage will rerun (its deps change only once the upstream
-    stage has run), so descendants come from `dvc dag`; test_3 checks a real run of the LoRA case.
+    stage has run), so descendants come from `dvc dag`; test_3 checks a real run of the LoRA case. The base
+    stage also evaluates the base: an evaluate param reruns it, but models/base comes out byte-identical and
+    nothing trains again. So where base is among the changed, it runs for real first (seconds on the tiny
+    model; `_with_param` puts it back) and only what is still changed after it counts.
     """
     changed = ran(sh(repo, "dvc", "repro", "--dry"))
+    first = set()
+    if "base" in changed:
+        sh(repo, "dvc", "repro", "--single-item", "base")
+        first, changed = {"base"}, ran(sh(repo, "dvc", "repro", "--dry"))
     edges = [tuple(part.strip().strip('";') for part in line.split("->"))
              for line in sh(repo, "dvc", "dag", "--dot").stdout.splitlines() if "->" in line]
     out, todo = set(changed), list(changed)
@@ -69,7 +76,7 @@ def would_run(repo: Path) -> set[str]:
             if a == node and b not in out:
                 out.add(b)
                 todo.append(b)
-    return out
+    return out | first
 
 
 # what a LoRA param change reruns: the learning-rate search too (the rest of the recipe is part of its input)
@@ -84,7 +91,7 @@ def snapshot(repo: Path) -> dict[str, bytes]:
     return {m: (repo / "metrics" / f"{m}.json").read_bytes() for m in METRICS}
 
 
-BASELINE = {"generate", "prepare", "base", "tune@full", "tune@lora", "train@full", "train@lora", "evaluate@base",
+BASELINE = {"generate", "prepare", "base", "tune@full", "tune@lora", "train@full", "train@lora",
             "evaluate@full", "evaluate@lora", "interpolate@full", "interpolate@lora", "export@full", "export@lora",
             "seeds@full", "seeds@lora", "report"}
 
@@ -160,10 +167,13 @@ def _with_param(repo: Path, dotted: str, value) -> set[str]:
         node = node[part]
     node[leaf] = value
     write_params(path, data)
+    before = (repo / "dvc.lock").read_bytes()
     try:
         return would_run(repo)
     finally:
         path.write_bytes(original)
+        if (repo / "dvc.lock").read_bytes() != before:  # would_run ran the base stage: back from the run-cache
+            sh(repo, "dvc", "repro", "--single-item", "base")
 
 
 def test_2_minimal_reruns(repo):
@@ -171,7 +181,7 @@ def test_2_minimal_reruns(repo):
     assert _with_param(repo, "train.full.lr", 5e-4) == {"tune@full", "train@full", "evaluate@full",
                                                         "interpolate@full", "export@full", "seeds@full", "report"}
     # the model cards quote the eval intervals: a new bootstrap re-exports (ONNX bytes come out identical)
-    assert _with_param(repo, "evaluate.bootstrap", 40) == {"evaluate@base", "evaluate@full", "evaluate@lora",
+    assert _with_param(repo, "evaluate.bootstrap", 40) == {"base", "evaluate@full", "evaluate@lora",
                                                            "interpolate@full", "interpolate@lora",
                                                            "export@full", "export@lora", "seeds@full", "seeds@lora",
                                                            "report"}
@@ -186,8 +196,7 @@ def test_2_minimal_reruns(repo):
     assert _with_param(repo, "seeds.n", 2) == {"seeds@full", "seeds@lora", "report"}
     assert _with_param(repo, "export.operating_point", "tuned") == {"export@full", "export@lora", "report"}
     everything = {"generate", "prepare", "base", "tune@full", "tune@lora", "train@full", "train@lora",
-                  "evaluate@base", "evaluate@full",
-                  "evaluate@lora", "interpolate@full", "interpolate@lora", "export@full", "export@lora",
+                  "evaluate@full", "evaluate@lora", "interpolate@full", "interpolate@lora", "export@full", "export@lora",
                   "seeds@full", "seeds@lora", "report"}
     assert _with_param(repo, "generate.n_train", 170) == everything
     assert would_run(repo) == set()
@@ -196,7 +205,7 @@ def test_2_minimal_reruns(repo):
 def test_2b_a_reverted_param_restores_from_the_run_cache(repo, baseline):
     """Back to an earlier param set: every stage comes from DVC's run-cache, nothing trains again."""
     adapter = md5(repo / "models/lora/adapter_model.safetensors")
-    train_metrics = (repo / "metrics/train_lora.json").read_bytes()
+    train_metrics = (repo / "metrics/train/lora.json").read_bytes()
     original = (repo / "params.yaml").read_bytes()
     data = YAML(typ="safe").load(original)
     data["train"]["lora"]["lr"] = 5e-3
@@ -207,7 +216,7 @@ def test_2b_a_reverted_param_restores_from_the_run_cache(repo, baseline):
     assert ran(back) == set()
     assert restored(back) == LORA_CHAIN
     assert md5(repo / "models/lora/adapter_model.safetensors") == adapter
-    assert (repo / "metrics/train_lora.json").read_bytes() == train_metrics  # the wall time too: not retrained
+    assert (repo / "metrics/train/lora.json").read_bytes() == train_metrics  # the wall time too: not retrained
     assert snapshot(repo) == baseline
     assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
 
@@ -228,6 +237,56 @@ def test_2c_with_a_fixed_lr_a_search_param_retrains_nothing(repo, baseline):
     assert snapshot(repo) == baseline
 
 
+def test_2d_a_method_added_to_the_list_runs_alone_through_every_stage(repo, baseline):
+    """#36's done-when on the tiny model: DoRA and IA3 added to train.methods get their own search, training,
+    evaluation, interpolation, export and seeds stages and a place in the report; nothing of full or LoRA
+    reruns. Each is loaded back through the guard; DoRA's operating point is merged weights (a scaled DoRA
+    adapter is not the blend), IA3's a rescaled adapter. Back to two methods: the report alone, restored."""
+    original = (repo / "params.yaml").read_bytes()
+    data = YAML(typ="safe").load(original)
+    data["train"]["dora"] = {**data["train"]["lora"], "dora": True}
+    data["train"]["ia3"] = {"method": "ia3", "lr": 5e-2, "target_modules": ["key", "value", "ffn_out"],
+                            "feedforward_modules": ["ffn_out"]}
+    data["tune"].update(dora=[1e-3, 1e-2], ia3=[1e-2, 5e-2])
+    write_params(repo / "params.yaml", data)
+    assert ran(sh(repo, "dvc", "repro")) == {"report"}  # sections alone, not listed: nothing trains
+    data["train"]["methods"] = ["full", "lora", "dora", "ia3"]
+    write_params(repo / "params.yaml", data)
+    new = {f"{stage}@{m}" for stage in ("tune", "train", "evaluate", "interpolate", "export", "seeds")
+           for m in ("dora", "ia3")}
+    try:
+        assert ran(sh(repo, "dvc", "repro", timeout=900)) == new | {"report"}
+        assert snapshot(repo) == {**baseline, "report": snapshot(repo)["report"]}  # full's and LoRA's: as they were
+        from pairtune import models
+
+        assert models.read_manifest(repo / "models/dora")["mode"] == "lora"
+        assert json.loads((repo / "models/dora/adapter_config.json").read_text())["use_dora"] is True
+        assert models.read_manifest(repo / "models/ia3")["mode"] == "ia3"
+        dora_op = models.read_manifest(repo / "models/interpolated/dora")
+        assert dora_op["mode"] == "full" and dora_op["merged_from"] == "lora (DoRA)"
+        assert (repo / "models/interpolated/ia3/adapter_model.safetensors").exists()
+        assert (repo / "models/export/ia3/adapter").is_dir() and not (repo / "models/export/dora/adapter").exists()
+        assert "DoRA" in (repo / "models/export/dora/README.md").read_text()
+        for m in ("dora", "ia3"):
+            models.load_model(repo / "models" / m)  # the guard: reproduces its probe, differs from the base
+        report = json.loads((repo / "metrics/report.json").read_text())
+        for m in ("dora", "ia3"):
+            assert f"{m}_vs_full_auc_diff" in report and f"op_{m}_vs_full_retention_diff" in report
+        html = (repo / "plots/report.html").read_text()
+        assert "base vs full fine-tuning vs LoRA vs dora vs ia3" in html
+    finally:
+        (repo / "params.yaml").write_bytes(original)
+        (block,) = doc_blocks("tests/test_pipeline.py::test_2d_a_method_added_to_the_list_runs_alone_through_every_stage")
+        sh(repo, "bash", "-c", block)  # docs/methods.md: dropping a method prunes what DVC keeps of it
+    back = sh(repo, "dvc", "repro")
+    assert ran(back) | restored(back) == {"report"}
+    assert snapshot(repo) == baseline
+    # as committed: no leftover output, lock entry or .gitignore line of the two methods (DVC's autostage had
+    # staged the .gitignore lines it added; prune put the files back)
+    sh(repo, "git", "add", "-A")
+    assert sh(repo, "git", "status", "--porcelain").stdout.strip() == ""
+
+
 def test_3_experiment_and_show(repo):
     # train.lora.lr=5e-3 was trained in test_2b: the experiment restores that run from the run-cache
     # (`dvc exp apply` of an earlier setting costs seconds, not a retraining; see test_2b for a fresh one)
@@ -238,7 +297,7 @@ def test_3_experiment_and_show(repo):
     assert '"lr": 0.005' in text and '"lr": 0.01' in text
     exps = [e for rev in shown for e in (rev.get("experiments") or [])]
     data = exps[0]["revs"][0]["data"]
-    lora = data["metrics"]["metrics/evaluate_lora.json"]["data"]["lora"]
+    lora = data["metrics"]["metrics/evaluate/lora.json"]["data"]["lora"]
     # purity is left out where HDBSCAN finds no cluster (possible on the tiny model), like any undefined value
     assert {"rho", "margin", "cohens_d", "auc", "auc_low", "auc_high", "f1", "fp"} <= set(lora) <= {
         "rho", "margin", "cohens_d", "auc", "auc_low", "auc_high", "f1", "purity", "fp"}
@@ -248,7 +307,7 @@ def test_3_experiment_and_show(repo):
     assert data["params"]["params.yaml"]["data"]["train"]["lora"]["lr"] == 0.005
     # `make compare` (docs/dvc.md, "Compare experiments"): readable in a 160-column terminal, nothing cut to "…"
     table = sh(repo, "env", "COLUMNS=160", "dvc", "exp", "show", "--no-pager", "--only-changed", "--drop",
-               "Created|State|Executor|.*auc_(low|high)|.*/.*").stdout
+               "Created|State|Executor|.*auc_(low|high)|.*/.*|dvclive").stdout
     columns = sh(repo, "dvc", "exp", "show", "--no-pager", "--only-changed", "--csv").stdout.splitlines()[0]
     assert "…" not in table and "lora.auc" in table and "train.lora.lr" in table, (table, columns)
     assert max(map(len, table.splitlines())) <= 160, table
@@ -299,7 +358,7 @@ def test_4b_a_queued_experiment_runs_its_own_code(repo, tmp_path):
         io_py.write_text(original)
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
     exp = next(e for rev in shown for e in (rev.get("experiments") or []) if e.get("name") == "owncode")
-    tune_metrics = exp["revs"][0]["data"]["metrics"]["metrics/tune_lora.json"]["data"]
+    tune_metrics = exp["revs"][0]["data"]["metrics"]["metrics/tune/lora.json"]["data"]
     # written by the experiment's own io.py: no marker (the rate is whatever the workspace's params said)
     assert set(tune_metrics) == {"lora"} and set(tune_metrics["lora"]) == {"lr", "search_s", "trials"}
 
@@ -321,8 +380,8 @@ def test_5_diffs_between_commits(repo):
     assert {k: v for k, v in params["params.yaml"]["train.lora.lr"].items() if k != "diff"} == {"old": 0.01,
                                                                                               "new": 0.005}
     metrics = json.loads(sh(repo, "dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json").stdout)
-    assert "lora.auc" in metrics["metrics/evaluate_lora.json"]
-    assert "metrics/evaluate_base.json" not in metrics  # the base did not change
+    assert "lora.auc" in metrics["metrics/evaluate/lora.json"]
+    assert "metrics/evaluate/base.json" not in metrics  # the base did not change
     plots = json.loads(sh(repo, "dvc", "plots", "diff", "HEAD~1", "HEAD", "--json").stdout)["data"]
     assert {"ROC (eval)", "Cosine distribution per class (eval)", "Training loss", "Dev AUC per epoch"} <= set(plots)
     roc = plots["ROC (eval)"][0]
@@ -335,8 +394,7 @@ def test_5_diffs_between_commits(repo):
 # Forced here: the stages whose determinism only the pipeline shows. interpolate (its curve) and export (every
 # file) have rerun tests of their own (tests/test_interpolation.py, tests/test_export.py); forcing them too
 # would add ~40 s of process start-up to the suite.
-FORCED = ("generate", "prepare", "base", "train@full", "train@lora", "evaluate@base", "evaluate@full", "evaluate@lora",
-          "report")
+FORCED = ("generate", "prepare", "base", "train@full", "train@lora", "evaluate@full", "evaluate@lora", "report")
 
 
 def test_6_determinism(repo, baseline):
@@ -351,8 +409,8 @@ def test_6_determinism(repo, baseline):
     for name in METRICS:
         assert now[name] == baseline[name], f"metrics/{name}.json changed on a forced rerun"
     for mode in ("full", "lora"):  # identical except the wall time
-        a = json.loads((repo / "metrics" / f"train_{mode}.json").read_text())[mode]
-        b = json.loads(sh(repo, "git", "show", f"HEAD:metrics/train_{mode}.json").stdout)[mode]
+        a = json.loads((repo / "metrics" / "train" / f"{mode}.json").read_text())[mode]
+        b = json.loads(sh(repo, "git", "show", f"HEAD:metrics/train/{mode}.json").stdout)[mode]
         a.pop("train_s"), b.pop("train_s")
         assert a == b
 

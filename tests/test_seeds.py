@@ -102,7 +102,7 @@ def test_a_replicate_at_the_pipelines_seed_is_the_pipelines_operating_point(trai
     monkeypatch.chdir(trained)
     p = params.load(trained / "params.yaml")
     data = {s: read_prepared(trained / f"data/prepared/{s}.jsonl") for s in ("train", "dev", "eval")}
-    out = seeds.replicate("lora", p, p.seed, p.train.lora.lr, chosen["alpha"], data,
+    out = seeds.replicate("lora", p, p.seed, p.train.method("lora").lr, chosen["alpha"], data,
                           is_binary(data["train"] + data["dev"]), str(trained / "models/base"),
                           read_pairs(p.general.path, p.general), np.array(chosen["general_base_scores"]))
     np.testing.assert_allclose(out["eval_scores"], chosen["eval_scores"], atol=1e-5)

@@ -33,7 +33,7 @@ def test_1_push_clone_pull(repo, tmp_path):
     assert not (clone / "models/lora").exists()
     sh(clone, "dvc", "pull", "--run-cache")
     for rel in ("models/lora/adapter_model.safetensors", "models/full/model.safetensors", "data/prepared/eval.jsonl",
-                "metrics/evaluate_lora.json", "plots/report.html"):
+                "metrics/evaluate/lora.json", "plots/report.html"):
         assert md5(clone / rel) == md5(repo / rel), rel
     assert ran(sh(clone, "dvc", "repro")) == set()
 
@@ -79,8 +79,8 @@ def _add_s3(clone: Path, url: str, prefix: str) -> None:
 
 
 # what an experiment or a restored run must bring back: models, adapter, metrics, the report
-SHARED = ("models/lora/adapter_model.safetensors", "models/full/model.safetensors", "metrics/evaluate_lora.json",
-          "metrics/train_lora.json", "metrics/export_lora.json", "plots/evaluate_lora/details.json",
+SHARED = ("models/lora/adapter_model.safetensors", "models/full/model.safetensors", "metrics/evaluate/lora.json",
+          "metrics/train/lora.json", "metrics/export/lora.json", "plots/evaluate/lora/details.json",
           "plots/report.html", "dvc.lock")
 
 
@@ -111,7 +111,7 @@ def test_2_experiments_travel_between_clones(repo, tmp_path):
     for name, setting in names.items():
         sh(a, "dvc", "exp", "run", "-n", name, "-S", setting)
         expected[name] = _files(a)
-        metrics[name] = json.loads((a / "metrics/evaluate_lora.json").read_text())["lora"]
+        metrics[name] = json.loads((a / "metrics/evaluate/lora.json").read_text())["lora"]
     sh(a, "git", "checkout", "-q", "--", ".")
     sh(a, "dvc", "checkout", "-q")
     sh(a, "dvc", "exp", "push", "origin", *names)
@@ -124,7 +124,7 @@ def test_2_experiments_travel_between_clones(repo, tmp_path):
     exps = {e["name"]: e["revs"][0]["data"] for rev in shown for e in (rev.get("experiments") or [])}
     assert set(names) <= set(exps)
     for name in names:  # the metrics of each, as A measured them
-        assert exps[name]["metrics"]["metrics/evaluate_lora.json"]["data"]["lora"] == metrics[name]
+        assert exps[name]["metrics"]["metrics/evaluate/lora.json"]["data"]["lora"] == metrics[name]
     for name in names:
         sh(b, "dvc", "exp", "apply", name)
         proc = sh(b, "dvc", "repro")
@@ -207,7 +207,7 @@ def test_4_the_documented_steps_share_a_run(repo, tmp_path, s3_url):
     _bash(tmp_path, teammate)
     b = tmp_path / "pairtune"
     for rel in ("models/lora/adapter_model.safetensors", "models/full/model.safetensors", "plots/report.html",
-                "metrics/evaluate_lora.json"):
+                "metrics/evaluate/lora.json"):
         assert md5(b / rel) == md5(a / rel), rel
     assert "Data and pipelines are up to date" in _bash(b, "source .venv/bin/activate && dvc repro").stdout
     for clone in (a, b):

@@ -144,14 +144,14 @@ def auto_params(trained):
 
 def test_the_stage_searches_on_dev_and_train_uses_its_choice(trained, auto_params, monkeypatch):
     monkeypatch.chdir(trained)
-    record = _tune_stage(trained, "lora", "tune_lora", auto_params)
+    record = _tune_stage(trained, "lora", "tune/lora", auto_params)
     grid = TINY_PARAMS["tune"]["lora"]
     assert record["searched"] == 1 and record["metric"] == "auc" and record["lr"] in grid + record["extended"]
     assert record["grid"] == grid and len(record["extended"]) <= TINY_PARAMS["tune"]["extend"]
     assert {t["lr"] for t in record["trials"] if t["rung"] == 0} == set(grid + record["extended"])
-    cost = json.loads((trained / "metrics/tune_lora.json").read_text())["lora"]
+    cost = json.loads((trained / "metrics/tune/lora.json").read_text())["lora"]
     assert cost["lr"] == record["lr"] and cost["trials"] == len(record["trials"]) and cost["search_s"] > 0
-    assert json.loads((trained / "plots/tune_lora/choice.json").read_text()) == {"lr": record["lr"], "searched": 1}
+    assert json.loads((trained / "plots/tune/lora/choice.json").read_text()) == {"lr": record["lr"], "searched": 1}
     rung0 = record["trials"][0]["steps"]
     assert cost["trial_steps_share"] <= (TINY_PARAMS["tune"]["budget"] * record["run_steps"]
                                          + rung0 * len(record["extended"])) / record["run_steps"] + 1e-4
@@ -165,7 +165,7 @@ def test_the_stage_searches_on_dev_and_train_uses_its_choice(trained, auto_param
 
     train_stage.main(["--mode", "lora", "--data", "data/prepared", "--base", "models/base", "--out", "models/lora_auto",
                       "--metrics", "metrics/train_lora_auto.json", "--live", "dvclive/train_lora_auto",
-                      "--tune", "plots/tune_lora/choice.json", "--params", auto_params])
+                      "--tune", "plots/tune/lora/choice.json", "--params", auto_params])
     assert json.loads((trained / "dvclive/train_lora_auto/train.json").read_text())["lr"] == record["lr"]
 
 

@@ -2,7 +2,7 @@
 
 A table lives in a Markdown file between two markers:
 
-    <!-- table: results | metrics/evaluate_base.json=e248dc63… plots/evaluate_base/details.json=7de6d009….dir -->
+    <!-- table: results | metrics/evaluate/base.json=e248dc63… plots/evaluate/base/details.json=7de6d009….dir -->
     | metric (eval, 400 pairs) | base | ...
     <!-- /table -->
 
@@ -123,7 +123,7 @@ Read = Callable[[str], Any]
 
 
 def _lr_note(read: Read, mode: str) -> str:
-    tune = read(f"metrics/tune_{mode}.json")[mode]
+    tune = read(f"metrics/tune/{mode}.json")[mode]
     how = "chosen on dev" if tune.get("trials") else "set in params.yaml"
     return f"lr {_lr(tune['lr'])}, {how}"
 
@@ -138,8 +138,8 @@ def _purity(m: dict[str, Any], d: dict[str, Any]) -> str:
 
 def results(read: Read) -> str:
     """The eight metrics on eval for base, full and LoRA, with intervals where evaluate computes them."""
-    m = {k: read(f"metrics/evaluate_{k}.json")[k] for k in MODELS}
-    d = {k: read(f"plots/evaluate_{k}/details.json")["metrics"] for k in MODELS}
+    m = {k: read(f"metrics/evaluate/{k}.json")[k] for k in MODELS}
+    d = {k: read(f"plots/evaluate/{k}/details.json")["metrics"] for k in MODELS}
     lora = read("params.yaml")["train"]["lora"]
     n, pos = int(d["base"]["n_pairs"]), int(d["base"]["n_positives"])
     header = [f"metric (eval, {n} pairs)", "base", f"full ({_lr_note(read, 'full')})",
@@ -155,7 +155,7 @@ def results(read: Read) -> str:
          *(_purity(m[k], d[k]) for k in MODELS)],
         [f"false positives at the dev threshold (of {n - pos})", *(int(m[k]["fp"]) for k in MODELS)],
     ]
-    cats = {k: read(f"plots/evaluate_{k}/details.json").get("by_category") or {} for k in MODELS}
+    cats = {k: read(f"plots/evaluate/{k}/details.json").get("by_category") or {} for k in MODELS}
     if all(cats.values()):  # the eighth: the per-category breakdown, here its weakest category by AUC
         def worst(k: str) -> str:
             name, c = min(cats[k].items(), key=lambda kv: (kv[1]["auc"], kv[0]))
@@ -170,8 +170,8 @@ def training(read: Read) -> str:
     rows = []
     for mode in MODES:
         live = read(f"dvclive/train_{mode}/train.json")
-        cost = read(f"metrics/train_{mode}.json")[mode]
-        tune = read(f"metrics/tune_{mode}.json")[mode]
+        cost = read(f"metrics/train/{mode}.json")[mode]
+        tune = read(f"metrics/tune/{mode}.json")[mode]
         search = f"{tune['search_s']:.1f} s" if tune.get("trials") else "none (lr set)"
         rows.append([MODE_TITLE[mode], f"{live['trainable_params']:,} ({100 * live['trainable_share']:.2f}%)",
                      f"{cost['mb']:.2f} MB", int(live["steps"]), f"{cost['train_s']:.1f} s", search])
@@ -196,7 +196,7 @@ def verdict(read: Read) -> str:
     if "op_full_alpha" not in r:
         return out
     # Both axes at each method's operating point (alpha chosen on dev + general): the report's second verdict.
-    it = {m: read(f"metrics/interpolate_{m}.json") for m in MODES}
+    it = {m: read(f"metrics/interpolate/{m}.json") for m in MODES}
     op = [["alpha (chosen on dev + general)", _f(r["op_full_alpha"], 1), _f(r["op_lora_alpha"], 1), ""]]
     for key, name in (("auc", "eval AUC"), ("spearman", "eval Spearman")):
         op.append([name, _f(r[f"op_full_{key}"]), _f(r[f"op_lora_{key}"]),
@@ -210,8 +210,8 @@ def verdict(read: Read) -> str:
 
 def interpolation(read: Read) -> str:
     """Each alpha of the grid: dev AUC and general Spearman (retention), both modes."""
-    curves = {m: read(f"plots/interpolate_{m}/curve.json") for m in MODES}
-    chosen = {m: read(f"metrics/interpolate_{m}.json")["alpha"] for m in MODES}
+    curves = {m: read(f"plots/interpolate/{m}/curve.json") for m in MODES}
+    chosen = {m: read(f"metrics/interpolate/{m}.json")["alpha"] for m in MODES}
     rows = []
     by = {m: {p["alpha"]: p for p in curves[m]} for m in MODES}
     for alpha in sorted(set().union(*by.values())):
@@ -234,8 +234,8 @@ def interpolation_choice(read: Read) -> str:
     """The tuned model (alpha 1) against the chosen alpha: eval AUC and general retention."""
     header, auc, ret = [""], ["eval AUC"], ["general retention"]
     for m in MODES:
-        e = read(f"metrics/evaluate_{m}.json")[m]
-        i = read(f"metrics/interpolate_{m}.json")
+        e = read(f"metrics/evaluate/{m}.json")[m]
+        i = read(f"metrics/interpolate/{m}.json")
         header += [f"{MODE_TITLE[m]} (alpha 1)", f"{MODE_TITLE[m]}, chosen alpha {_f(i['alpha'], 1)}"]
         auc += [_ci(e["auc"], e["auc_low"], e["auc_high"]),
                 _ci(i["eval_auc"], i["eval_auc_ci_low"], i["eval_auc_ci_high"])]
@@ -251,7 +251,7 @@ def exports(read: Read) -> str:
     """What each export folder shipped, and its checks against the pipeline's model."""
     rows = []
     for m in MODES:
-        e = read(f"metrics/export_{m}.json")
+        e = read(f"metrics/export/{m}.json")
         status = e["status"]
         rows.append([
             MODE_TITLE[m], ", ".join(f"{k} {v}" for k, v in status.items()),
@@ -409,6 +409,24 @@ def seeds(read: Read) -> str:
                     "LoRA: retention", "LoRA - full: retention"], rows)
             + "\nEach seed's eval AUC / retention at its method's operating point: " + "; ".join(per)
             + f". The {b['n'] - 1} extra seeds cost {cost}. {b['machine']}; {b['date']}.\n")
+
+
+def methods(read: Read) -> str:
+    """bench/methods.json: every shipped method at its own operating point, per dataset (#36)."""
+    rows, notes = [], []
+    for label, run in read("bench/methods.json")["runs"].items():
+        for m, r in run["methods"].items():
+            minus = {k: _signed_ci(*r[f"minus_full_{k}"], digits=3 if k == "auc" else 2)
+                     for k in ("auc", "retention") if f"minus_full_{k}" in r}
+            rows.append([label, f"{m} ({r['kind']})", _lr(r["lr"]), f"{r['alpha']:g}", _ci(r["eval_auc"], *r["eval_auc_ci"]),
+                         _ci(r["retention"], *r["retention_ci"], digits=2) if "retention" in r else "n/a",
+                         minus.get("auc", ""), minus.get("retention", ""), f"{r['trainable_params']:,}",
+                         f"{r['artifact_bytes'] / 1e6:.2f} MB", f"{r['search_s']:.0f} + {r['train_s']:.0f} s"])
+        notes.append(f"- {label}: {run['machine']}; {run['date']}, commit {run['commit']}; the run's `dvc repro` "
+                     f"took {run['repro_s'] / 60:.0f} min ({len(run['stages_run'])} stages)")
+    return (_table(["data", "method (kind)", "lr (dev)", "alpha (dev + general)", "eval AUC [95% CI]",
+                    "general retention [95% CI]", "minus full: AUC", "minus full: retention", "trainable params",
+                    "adapter / model", "search + training"], rows) + "\n" + "\n".join(notes) + "\n")
 
 
 def bench(read: Read) -> str:
@@ -688,7 +706,7 @@ def params_reference(read: Read) -> str:
 TABLES: dict[str, Callable[[Read], str]] = {
     "results": results, "training": training, "verdict": verdict, "interpolation": interpolation,
     "interpolation-choice": interpolation_choice, "exports": exports, "lr-check": lr_check, "quant": quant,
-    "operating": operating, "seeds": seeds,
+    "operating": operating, "seeds": seeds, "methods": methods,
     "bench": bench, "bench-pipeline": bench_pipeline, "inference": inference, "ddp": ddp, "scale": scale,
     "ablation": ablation, "families-cost": families_cost, "params": params_reference,
     "turnaround": turnaround, "turnaround-fixed": turnaround_fixed, "first-run": first_run,

@@ -396,9 +396,13 @@ def model_card(manifest: dict[str, Any], evaluate: dict[str, float], confidence:
     for the usage snippet, from the user's own dev data (never the demo's words on their data)."""
     use = json.dumps(list(example), ensure_ascii=False)
     mode = manifest["source_mode"]
-    how = {"full": "full fine-tuning (all weights)",
-           "lora": f"a LoRA adapter, merged into the base weights (no PEFT needed to load it; the adapter alone is in "
-                   f"`{ADAPTER_DIR}/`, for PEFT on the base model)"}[mode]
+    adapter = (f"merged into the base weights (no PEFT needed to load it; the adapter alone is in `{ADAPTER_DIR}/`, "
+               "for PEFT on the base model)")
+    how = {"full": "full fine-tuning (all weights)", "lora": f"a LoRA adapter, {adapter}",
+           "ia3": f"an IA3 adapter, {adapter}"}[mode]
+    if manifest.get("merged_from"):  # a DoRA blend: only its merged weights are theta(alpha)
+        how = (f"a {manifest['merged_from']} adapter at its operating point, as merged weights (the blend of DoRA's "
+               "magnitude and direction is no scaled adapter, so no adapter folder ships)")
     p, status = manifest["parity"], manifest["variants"]
     rows = [("AUC-ROC", "auc"), ("Spearman", "spearman"), ("F1 at the dev threshold", "f1"),
             ("similarity margin", "margin")]
@@ -511,7 +515,7 @@ def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[st
     The standalone folder is the export: a parity gap there is a broken model and raises ExportError. ONNX
     fp32 and int8 are optional variants: one that fails its check (or cannot be built for this model) is not
     written and its status says why, unless `cfg.strict`, where it raises as the standalone does. Returns
-    the figures, sizes and per-variant status for metrics/export_<mode>.json. `names`: what a positive and a
+    the figures, sizes and per-variant status for metrics/export/<mode>.json. `names`: what a positive and a
     negative pair are called (data.positive_name, data.negative_name), for `pairtune score` and the card.
     `ref`: `model`'s embeddings of unique_texts(dev, eval_) on the CPU in `batch_size` batches, if already
     computed (the evaluate stage's); encoded here otherwise. `operating`: the operating point exported (lr,
@@ -635,7 +639,9 @@ def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[st
     if op:
         card["operating_point"] = {k: float(f"{v:.6g}") for k, v in op.items()}
         rounded["alpha"] = card["operating_point"].get("alpha", 1.0)
-    if manifest["mode"] == "lora":
+    if manifest.get("merged_from"):
+        card["merged_from"] = manifest["merged_from"]
+    if manifest["mode"] in models.ADAPTER_KINDS:
         shutil.copytree(source, out / ADAPTER_DIR)  # with its own fingerprint: it loads through the guard
     probe_texts = json.loads((source / models.PROBE_TEXTS).read_text(encoding="utf-8"))
     base_probe = np.load(source / models.BASE_PROBE) if (source / models.BASE_PROBE).exists() else None

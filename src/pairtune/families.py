@@ -1,6 +1,6 @@
 """Encoder families pairtune supports as a base model, and LoRA targets named by role.
 
-`train.lora.target_modules` may name *roles*, which mean the same thing in every family, or module names as
+`train.<method>.target_modules` may name *roles*, which mean the same thing in every family, or module names as
 PEFT matches them (by suffix). Roles: `query`, `key`, `value`, `attention_output`, `ffn_in`, `ffn_out`, and
 the groups `attention` (the four attention projections), `ffn` (both feed-forward layers) and `all_linear`.
 Each role maps to the module names of the family; e.g. `query` is BERT's `attention.self.query`, MPNet's
@@ -78,12 +78,13 @@ def linear_names(backbone: Any) -> list[str]:
     return sorted(names)
 
 
-def target_regex(backbone: Any, kind: str, targets: tuple[str, ...], unused: str) -> tuple[str, list[str]]:
+def target_regex(backbone: Any, kind: str, targets: tuple[str, ...], unused: str,
+                 key: str = "train.lora.target_modules") -> tuple[str, list[str]]:
     """One regex PEFT matches module names against in full, and the modules it matches.
 
     A target is a role (above) or a module name matched by suffix as PEFT does; modules matching `unused`
     (parts the sentence embedding never uses) are never targeted. Raises PairtuneError, listing the model's
-    linear layers, when a target matches nothing that the embedding uses."""
+    linear layers, when a target matches nothing that the embedding uses; `key` is the param its line names."""
     import torch
 
     fam = family_of(kind)
@@ -94,7 +95,7 @@ def target_regex(backbone: Any, kind: str, targets: tuple[str, ...], unused: str
         if roles and fam is not None:
             part = "|".join(dict.fromkeys(fam.roles[r] for r in roles))
         elif roles:
-            raise PairtuneError(f"params.yaml: train.lora.target_modules: role {t!r} needs a supported model "
+            raise PairtuneError(f"params.yaml: {key}: role {t!r} needs a supported model "
                                 f"family ({supported_list()}); model type {kind!r}: name its modules instead, "
                                 f"e.g. {', '.join(linear_names(backbone)[:4])}")
         else:
@@ -106,7 +107,7 @@ def target_regex(backbone: Any, kind: str, targets: tuple[str, ...], unused: str
             unused_hit = ", ".join(sorted({re.sub(r"\.\d+\.", ".*.", n) for n in hits}))
             what = (f"matches only {unused_hit}, which the sentence embedding never uses" if hits
                     else "matches no linear layer")
-            raise PairtuneError(f"params.yaml: train.lora.target_modules: {t!r} {what}; roles: "
+            raise PairtuneError(f"params.yaml: {key}: {t!r} {what}; roles: "
                                 f"{', '.join((*ROLES, *GROUPS))}; this model's linear layers: "
                                 f"{', '.join(linear_names(backbone))}")
         parts.append(part)

@@ -131,7 +131,7 @@ def _pick(name: str, value: bool | str, auto: bool, slow_why: str | None) -> boo
 
 
 def resolve(cfg: Any, mach: Machine, mode: str) -> Knobs:
-    """The speed knobs of `cfg` (params.Train) for `mach`, training in `mode` (full | lora)."""
+    """The speed knobs of `cfg` (params.Train) for `mach`, training a method of kind `mode` (full | lora | ia3)."""
     cpu = not mach.device.startswith("cuda")
     slow_bf16 = ("a CPU without native bf16: autocast is emulated, about 10x slower than fp32 (bench/)"
                  if cpu and not mach.native_bf16 else

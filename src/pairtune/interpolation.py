@@ -239,11 +239,26 @@ def retention_ci(s_base: np.ndarray, s_tuned: np.ndarray, graded: np.ndarray, re
                           confidence, seed)
 
 
-def write_model(interp: Interpolator, alpha: float, source: Path, out: Path) -> None:
-    """Write theta(alpha) as an ordinary pairtune model folder of the source's mode, with its own probe.
+def adapter_scaling(source: Path) -> str | None:
+    """How theta(alpha) of an adapter folder stays an adapter, exactly: "lora" (B matrices times alpha: LoRA,
+    rsLoRA), "ia3" (vectors 1 + alpha (l - 1)), or None where no rescaled adapter is exact (DoRA: its
+    magnitude renormalises the direction), so the merged weights are interpolated and written whole."""
+    mode = models.read_manifest(source)["mode"]
+    if mode == "ia3":
+        return "ia3"
+    if mode == "lora":
+        cfg = json.loads((source / models.ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        return None if cfg.get("use_dora") else "lora"
+    return None
 
-    full: the interpolated weights. lora: the source adapter with every B matrix scaled by alpha (its merged
-    delta is alpha times the tuned one), still a small adapter that loads through the guard.
+
+def write_model(interp: Interpolator, alpha: float, source: Path, out: Path) -> None:
+    """Write theta(alpha) as an ordinary pairtune model folder, with its own probe.
+
+    full: the interpolated weights. LoRA / rsLoRA: the source adapter with every B matrix scaled by alpha (its
+    merged delta is alpha times the tuned one); IA3: every vector l as 1 + alpha (l - 1) (the merged weight
+    W l lerps exactly so): still small adapters that load through the guard. DoRA: the interpolated merged
+    weights as a full folder (a scaled DoRA adapter is not theta(alpha)); its manifest says so.
     """
     from safetensors.torch import load_file, save_file
 
@@ -251,17 +266,24 @@ def write_model(interp: Interpolator, alpha: float, source: Path, out: Path) -> 
     manifest["interpolation"] = {"alpha": alpha, "source": source.name}
     texts = json.loads((source / models.PROBE_TEXTS).read_text(encoding="utf-8"))
     base_probe = np.load(source / models.BASE_PROBE) if (source / models.BASE_PROBE).exists() else None
-    if manifest["mode"] == "full":
+    if manifest["mode"] not in ("full", *models.ADAPTER_KINDS):
+        raise PairtuneError(f"{source}: cannot interpolate a {manifest['mode']!r} model (full or an adapter)")
+    scaling = adapter_scaling(source)
+    if scaling is None:
+        if manifest["mode"] != "full":
+            manifest["merged_from"] = f"{manifest['mode']} (DoRA)"  # the export's card says what it ships
+            manifest["mode"] = "full"
         interp.set(alpha)
         models.save_full(interp.model, out)
         model = interp.model
-    elif manifest["mode"] == "lora":
+    else:
         weights = load_file(str(source / models.ADAPTER_WEIGHTS))
-        scaled = {k: v * alpha if "lora_B" in k else v for k, v in weights.items()}
+        if scaling == "ia3":
+            scaled = {k: 1 + alpha * (v - 1) if "ia3_l" in k else v for k, v in weights.items()}
+        else:
+            scaled = {k: v * alpha if "lora_B" in k else v for k, v in weights.items()}
         save_file(scaled, str(out / models.ADAPTER_WEIGHTS), metadata={"format": "pt"})
         (out / models.ADAPTER_CONFIG).write_bytes((source / models.ADAPTER_CONFIG).read_bytes())
         io.write_json(out / models.MANIFEST, manifest)  # the loader reads it; the probe follows below
         model = models.load_unverified(out)
-    else:
-        raise PairtuneError(f"{source}: cannot interpolate a {manifest['mode']!r} model (full or lora)")
     models.write_fingerprint(out, manifest, texts, models.embed_probe(model, texts), base_probe)

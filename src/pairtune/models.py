@@ -27,7 +27,7 @@ from pairtune.errors import PairtuneError
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from pairtune.params import LoraMode
+    from pairtune.params import Ia3Method, LoraMethod
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +216,9 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 UNUSED_MODULES = r"(.*\.)?pooler(\..*)?"
 
 
-def add_lora(model: SentenceTransformer, cfg: LoraMode, seed: int) -> None:
-    """Wrap the transformer in a fresh LoRA adapter; only adapter weights stay trainable.
+def add_adapter(model: SentenceTransformer, cfg: LoraMethod | Ia3Method, seed: int, key: str = "train.lora") -> None:
+    """Wrap the transformer in a fresh PEFT adapter of cfg's kind (LoRA, with rsLoRA scaling or DoRA's
+    magnitude; IA3); only adapter weights stay trainable. `key`: the params section, for error lines.
 
     `cfg.target_modules` names roles or modules (pairtune.families); modules the sentence embedding never
     uses (UNUSED_MODULES) get no adapter, whatever the targets match.
@@ -225,19 +226,27 @@ def add_lora(model: SentenceTransformer, cfg: LoraMode, seed: int) -> None:
     import re
 
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import IA3Config, LoraConfig, get_peft_model
 
     backbone = model[0].model
-    regex, chosen = families.target_regex(backbone, families.model_type(model), cfg.target_modules, UNUSED_MODULES)
-    log.info("LoRA on %d modules: %s", len(chosen), ", ".join(families.linear_names_of(chosen)))
+    kind = families.model_type(model)
+    regex, chosen = families.target_regex(backbone, kind, cfg.target_modules, UNUSED_MODULES,
+                                          f"{key}.target_modules")
+    log.info("%s on %d modules: %s", cfg.method, len(chosen), ", ".join(families.linear_names_of(chosen)))
     has_unused = any(re.fullmatch(UNUSED_MODULES, n) for n, _ in backbone.named_modules())
-    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=regex, bias="none",
-                      exclude_modules=UNUSED_MODULES if has_unused else None)
+    exclude = UNUSED_MODULES if has_unused else None
+    if cfg.method == "ia3":
+        ff, _ = families.target_regex(backbone, kind, cfg.feedforward_modules, UNUSED_MODULES,
+                                      f"{key}.feedforward_modules")
+        config: Any = IA3Config(target_modules=regex, feedforward_modules=ff, exclude_modules=exclude)
+    else:
+        config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=regex,
+                            bias="none", exclude_modules=exclude, use_rslora=cfg.rslora, use_dora=cfg.dora)
     torch.manual_seed(seed)  # LoRA A matrices are drawn from the global RNG right here
     try:
-        model[0].model = get_peft_model(backbone, lora)  # `auto_model` is read-only in ST v6
+        model[0].model = get_peft_model(backbone, config)  # `auto_model` is read-only in ST v6
     except ValueError as err:
-        raise PairtuneError(f"params.yaml: train.lora.target_modules: {err}") from None
+        raise PairtuneError(f"params.yaml: {key}.target_modules: {err}") from None
 
 
 def count_params(model: Any) -> tuple[int, int]:
@@ -290,16 +299,22 @@ def _check_probe(model: SentenceTransformer, folder: Path, what: str) -> np.ndar
     return now
 
 
+# Per adapter kind: the tensors that carry its update, and their value at initialisation, when the adapter is
+# a no-op (LoRA's B matrices start at zero, DoRA's too; IA3's vectors start at one).
+IDENTITY = {"lora_B": 0.0, "ia3_l": 1.0}
+
+
 def _attach_adapter(base: SentenceTransformer, folder: Path) -> None:
-    """Attach the saved adapter with no key missing or unexpected and no zero B matrix, then merge it."""
+    """Attach the saved adapter (LoRA, rsLoRA, DoRA or IA3) with no key missing or unexpected and no update
+    tensor still at its initial no-op value, then merge it."""
     import torch
-    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+    from peft import PeftConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file
 
     weights = folder / ADAPTER_WEIGHTS
     if not weights.exists():
         raise GuardError(f"{weights}: missing adapter weights")
-    cfg = LoraConfig.from_pretrained(str(folder))
+    cfg = PeftConfig.from_pretrained(str(folder))
     cfg.inference_mode = True
     saved = load_file(str(weights))
     peft_model = get_peft_model(base[0].model, cfg)
@@ -309,20 +324,25 @@ def _attach_adapter(base: SentenceTransformer, folder: Path) -> None:
         first = (missing or unexpected)[0]
         raise GuardError(f"{weights}: adapter keys do not match the model ({len(missing)} missing, "
                          f"{len(unexpected)} unexpected, e.g. {first!r})")
-    b_keys = [k for k in saved if "lora_B" in k]
-    zero_b = [k for k in b_keys if not torch.any(saved[k] != 0)]
+    tag, still = next(((t, v) for t, v in IDENTITY.items() if any(t in k for k in saved)), ("lora_B", 0.0))
+    b_keys = [k for k in saved if tag in k]
+    zero_b = [k for k in b_keys if not torch.any(saved[k] != still)]
+    what = "LoRA B matrices are zeros" if tag == "lora_B" else "IA3 vectors are ones"
     if zero_b and len(zero_b) == len(b_keys):
-        raise GuardError(f"{weights}: all {len(b_keys)} LoRA B matrices are zeros; the adapter is a no-op "
+        raise GuardError(f"{weights}: all {len(b_keys)} {what}; the adapter is a no-op "
                          "(training had no effect or its weights were dropped)")
     if zero_b:
-        names = ", ".join(k.removeprefix("base_model.model.").removesuffix(".lora_B.weight") for k in zero_b)
+        names = ", ".join(k.removeprefix("base_model.model.").rsplit(f".{tag}", 1)[0] for k in zero_b)
         raise GuardError(f"{weights}: {len(zero_b)} of {len(b_keys)} adapted modules got no update in training "
-                         f"({names}): they do not take part in the embedding; drop them from "
-                         "train.lora.target_modules")
+                         f"({names}): they do not take part in the embedding; drop them from the method's "
+                         "target_modules")
     result = set_peft_model_state_dict(peft_model, saved)
     if getattr(result, "unexpected_keys", None):
         raise GuardError(f"{weights}: PEFT rejected keys, e.g. {result.unexpected_keys[0]!r}")
     base[0].model = peft_model.merge_and_unload()
+
+
+ADAPTER_KINDS = ("lora", "ia3")  # a manifest mode whose folder holds adapter files on a base, not weights
 
 
 def load_unverified(folder: str | Path) -> SentenceTransformer:
@@ -338,7 +358,7 @@ def load_unverified(folder: str | Path) -> SentenceTransformer:
         return load_base(manifest["base_model"], PROBE_DEVICE)
     if mode in ("full", "export"):  # an export folder is a standalone SentenceTransformer folder
         return load_st(str(folder), PROBE_DEVICE)
-    if mode == "lora":
+    if mode in ADAPTER_KINDS:
         model = load_base(manifest["base_model"], PROBE_DEVICE)
         _attach_adapter(model, folder)
         return model

@@ -115,17 +115,38 @@ class Base:
 
 
 @dataclass(frozen=True)
-class FullMode:
-    lr: Rate
+class FullMethod:
+    """Full fine-tuning: every weight trains."""
+    method: Literal["full"]
+    lr: Rate  # auto: chosen on dev among tune.<name> by the tune stage
 
 
 @dataclass(frozen=True)
-class LoraMode:
+class LoraMethod:
+    """A LoRA adapter (PEFT): rank r on target_modules (roles or module names: pairtune.families)."""
+    method: Literal["lora"]
     lr: Rate
     r: int
-    alpha: int
+    alpha: int  # scale alpha / r (rslora: alpha / sqrt(r))
     dropout: float
     target_modules: tuple[str, ...]
+    rslora: bool  # rank-stabilised scaling, alpha / sqrt(r): a larger rank is not a smaller step
+    dora: bool  # DoRA: a learned magnitude per output row on top of the low-rank direction
+
+
+@dataclass(frozen=True)
+class Ia3Method:
+    """IA3 (PEFT): learned vectors that rescale target_modules' outputs (feedforward_modules': their inputs)."""
+    method: Literal["ia3"]
+    lr: Rate
+    target_modules: tuple[str, ...]
+    feedforward_modules: tuple[str, ...]  # which targets scale their input: a subset of target_modules
+
+
+Method = FullMethod | LoraMethod | Ia3Method
+METHOD_KINDS: dict[str, type] = {"full": FullMethod, "lora": LoraMethod, "ia3": Ia3Method}
+# models/<name>, models/interpolated/<name>, models/export/<name>: a method's name must not be one of these folders
+RESERVED_NAMES = ("base", "export", "interpolated")
 
 
 @dataclass(frozen=True)
@@ -144,8 +165,42 @@ class Train:
     fast_dropout: Switch  # dropout masks from 16-bit random lanes on CPU (pairtune.fastpath)
     compact_embedding: Switch  # full mode: only the word-embedding rows the train split uses get gradients
     processes: int = dataclasses.field(metadata={"range": (1, 1024)})  # DDP workers (torchrun); 1 = one process
-    full: FullMode
-    lora: LoraMode
+    methods: tuple[str, ...]  # the methods trained and compared, each a section of train; the first is the reference
+    # every other key of train: a method section (name -> its kind's dataclass), whether methods lists it or not
+    sections: dict[str, Method] = dataclasses.field(metadata={"rest": True})
+
+    def method(self, name: str) -> Method:
+        """The section of the method called `name` (train.<name>)."""
+        if name not in self.sections:
+            raise PairtuneError(f"params.yaml: train.{name}: no such method section (train.methods: "
+                                f"{list(self.methods)})")
+        return self.sections[name]
+
+    def check(self, path: str, tune: Tune) -> None:
+        """What one key cannot say alone: methods name sections, distinct, usable as folder names, each with
+        its candidate rates in tune."""
+        import re
+
+        if len(set(self.methods)) != len(self.methods):
+            raise PairtuneError(f"{path}: train.methods: a method is listed twice: {list(self.methods)}")
+        for name in self.methods:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in RESERVED_NAMES:
+                raise PairtuneError(f"{path}: train.methods: {name!r} cannot name a method (lowercase letters, digits "
+                                    f"and _, not {', '.join(RESERVED_NAMES)}: it names the method's folders)")
+            if name not in self.sections:
+                raise PairtuneError(f"{path}: train.methods: {name!r} has no section train.{name} (its `method:` "
+                                    f"{' | '.join(METHOD_KINDS)} and options)")
+            if name not in tune.grids:  # a DVC param of its tune stage, searched or not
+                raise PairtuneError(f"{path}: tune.{name}: missing key (the candidate learning rates of train.{name}, "
+                                    "searched while its lr is auto)")
+        for name in tune.grids:
+            if name not in self.sections:  # a typo of a tune key lands here too
+                raise PairtuneError(f"{path}: tune.{name}: unknown key (candidate rates need a method section "
+                                    f"train.{name})")
+        for name, m in self.sections.items():
+            if isinstance(m, Ia3Method) and not set(m.feedforward_modules) <= set(m.target_modules):
+                raise PairtuneError(f"{path}: train.{name}.feedforward_modules: {list(m.feedforward_modules)} must be "
+                                    f"among its target_modules {list(m.target_modules)}")
 
 
 @dataclass(frozen=True)
@@ -156,8 +211,15 @@ class Tune:
     rungs: int = dataclasses.field(metadata={"range": (1, 10)})  # halving rounds: each keeps the better half, 2x steps
     tie: float = _share()  # dev metric within this of the best is a tie: more trial retention, then the smaller lr
     extend: int = dataclasses.field(metadata={"range": (0, 10)})  # rates tried past a grid edge the best sits on
-    full: tuple[float, ...]  # candidate learning rates for full fine-tuning
-    lora: tuple[float, ...]  # candidate learning rates for LoRA
+    # every other key of tune: a method's candidate learning rates (tune.<name>: [...]); its own key, not a field
+    # of train.<name>, so a grid that changes but chooses the same rate retrains nothing (DVC params per stage)
+    grids: dict[str, tuple[float, ...]] = dataclasses.field(metadata={"rest": True})
+
+    def grid(self, name: str) -> tuple[float, ...]:
+        """The candidate learning rates of method `name`."""
+        if name not in self.grids:
+            raise PairtuneError(f"params.yaml: tune.{name}: missing key (the candidate rates of train.{name})")
+        return self.grids[name]
 
 
 @dataclass(frozen=True)
@@ -266,6 +328,7 @@ def from_dict(raw: Any, path: str | Path = "params.yaml") -> Params:
     """Check a parsed params mapping (also used by tests)."""
     p = _build(Params, raw, str(path), "")
     p.data.check(str(path))
+    p.train.check(str(path), p.tune)
     return p
 
 
@@ -273,19 +336,36 @@ def _build(cls: type, raw: Any, path: str, where: str) -> Any:
     if not isinstance(raw, dict):
         raise PairtuneError(f"{path}: {where or 'top level'}: expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    rest = next((f.name for f in dataclasses.fields(cls) if f.metadata.get("rest")), None)
+    names = [f.name for f in dataclasses.fields(cls) if f.name != rest]
     unknown = sorted(set(raw) - set(names))
-    if unknown:
+    if unknown and not rest:
         raise PairtuneError(f"{path}: {_key(where, unknown[0])}: unknown key")
     missing = [n for n in names if n not in raw]
     if missing:
         raise PairtuneError(f"{path}: {_key(where, missing[0])}: missing key")
     values = {n: _value(hints[n], raw[n], path, _key(where, n)) for n in names}
+    if rest:  # a mapping of names the params choose: train's method sections, tune's grids
+        kind = get_args(hints[rest])[1]
+        values[rest] = {k: _method(raw[k], path, _key(where, k)) if kind == Method
+                        else _value(kind, raw[k], path, _key(where, k)) for k in unknown}
     for f in dataclasses.fields(cls):
+        if f.name == rest:
+            continue
         lo, hi = f.metadata.get("range", (None, None))
         if lo is not None and not lo <= values[f.name] <= hi:
             raise PairtuneError(f"{path}: {_key(where, f.name)}: {values[f.name]!r} is outside [{lo:g}, {hi:g}]")
     return cls(**values)
+
+
+def _method(v: Any, path: str, key: str) -> Any:
+    """A method section: its `method` key names the kind, whose dataclass checks the rest."""
+    kinds = " | ".join(METHOD_KINDS)
+    if not isinstance(v, dict) or "method" not in v:
+        raise PairtuneError(f"{path}: {key}: unknown key (a method section has a `method: {kinds}` key)")
+    if v["method"] not in METHOD_KINDS:
+        raise PairtuneError(f"{path}: {key}.method: {v['method']!r} is not one of {kinds.replace(' |', ',')}")
+    return _build(METHOD_KINDS[v["method"]], v, path, key)
 
 
 def _key(where: str, name: str) -> str:

@@ -48,8 +48,8 @@ LOWER_IS_BETTER = {"fp_count", "fp_common_count", "mean_cos_neg", "cluster_noise
 @dataclass(frozen=True)
 class Inputs:
     metrics: dict[str, dict[str, float]]  # per model, every eval figure (details.json "metrics")
-    details: dict[str, dict[str, Any]]  # per model, plots/evaluate_<m>/details.json
-    roc: dict[str, list[dict[str, float]]]  # per model, plots/evaluate_<m>/roc.json (evaluate's sklearn roc_curve)
+    details: dict[str, dict[str, Any]]  # per model, plots/evaluate/<m>/details.json
+    roc: dict[str, list[dict[str, float]]]  # per model, plots/evaluate/<m>/roc.json (evaluate's sklearn roc_curve)
     train: dict[str, dict[str, float]]  # per mode, dvclive/train_<mode>/train.json + train_wall_s
     curves: dict[str, dict[str, list[tuple[float, float]]]]  # per mode, per series: (step, value)
     data: dict[str, Any]  # metrics/prepare.json
@@ -60,14 +60,14 @@ class Inputs:
     confidence: float
     seed: int
     examples: int  # errors shown per model, kind and pair type
-    interpolate: dict[str, dict[str, float]] = field(default_factory=dict)  # per mode, metrics/interpolate_<mode>.json
+    interpolate: dict[str, dict[str, float]] = field(default_factory=dict)  # per mode, metrics/interpolate/<mode>.json
     alpha_curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # per mode, one row per alpha
-    exports: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, metrics/export_<mode>.json
-    tune: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, plots/tune_<mode>/trials.json
+    exports: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, metrics/export/<mode>.json
+    tune: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, plots/tune/<mode>/trials.json
     plateau: float = 0.005  # report.plateau: a dev-metric change over the last epoch smaller than this is flat
     names: tuple[str, str] = ("similar", "dissimilar")  # data.positive_name, data.negative_name
-    operating: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, plots/interpolate_<m>/chosen.json
-    seeds: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, plots/seeds_<mode>/points.json
+    operating: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, plots/interpolate/<m>/chosen.json
+    seeds: dict[str, dict[str, Any]] = field(default_factory=dict)  # per mode, plots/seeds/<mode>/points.json
     # the tuned methods compared, in params order; the first is the reference every other one is compared with
     methods: tuple[str, ...] = METHODS
 

@@ -276,8 +276,9 @@ def chosen_lr(mode: str, configured: float | str, record: dict[str, Any] | None)
 
 def start(mode: str, p: Any, base_dir: str, base: SentenceTransformer | None = None,
           ) -> tuple[SentenceTransformer, str, Knobs, hardware.Machine]:
-    """The verified base on this worker's device, seeded, with a fresh adapter for LoRA, and the speed knobs
-    as decided for this machine: where every training run (the train stage's, a tune trial) begins.
+    """The verified base on this worker's device, seeded, with a fresh adapter unless the method is full
+    fine-tuning, and the speed knobs as decided for this machine: where every training run (the train stage's,
+    a tune trial) begins.
     `base`: an already verified base to copy (tune's trials load it once), instead of loading `base_dir`."""
     import copy
 
@@ -288,10 +289,11 @@ def start(mode: str, p: Any, base_dir: str, base: SentenceTransformer | None = N
     device = distributed.local_device(models.pick_device(p.train.device))
     model = copy.deepcopy(base) if base is not None else models.load_model(base_dir, device)
     set_seed(p.seed)
-    if mode == "lora":
-        models.add_lora(model, p.train.lora, p.seed)
+    spec = p.train.method(mode)
+    if spec.method != "full":
+        models.add_adapter(model, spec, p.seed, f"train.{mode}")
     mach = hardware.machine(device)
-    return model, device, hardware.resolve(p.train, mach, mode), mach
+    return model, device, hardware.resolve(p.train, mach, spec.method), mach
 
 
 def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: list[dict[str, Any]],
@@ -305,7 +307,8 @@ def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: 
     from pairtune import distributed, models
 
     out = Path(out)
-    lr = chosen_lr(mode, getattr(p.train, mode).lr, None) if lr is None else lr
+    kind = p.train.method(mode).method
+    lr = chosen_lr(mode, p.train.method(mode).lr, None) if lr is None else lr
     model, device, knobs, mach = start(mode, p, base_dir)
     trainable, total = models.count_params(model)
     log.info("%s: %d trainable of %d parameters (%.2f%%) on %s, lr %g", mode, trainable, total,
@@ -321,14 +324,15 @@ def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: 
     base_dir = Path(base_dir)
     texts = json.loads((base_dir / models.PROBE_TEXTS).read_text(encoding="utf-8"))
     probe = models.embed_probe(model, texts)  # on the CPU, where every later check runs
-    if mode == "lora":
+    if kind != "full":
         models.save_adapter(model, out, p.base.model)
         artifact = [models.ADAPTER_WEIGHTS, models.ADAPTER_CONFIG]
     else:
         models.save_full(model, out)
         artifact = None
     size = models.folder_bytes(out, artifact)
-    models.write_fingerprint(out, {"mode": mode, "base_model": p.base.model, "loss": p.train.loss}, texts,
+    # the manifest's mode is the method's kind (full, lora, ia3): what a loader needs, whatever params calls it
+    models.write_fingerprint(out, {"mode": kind, "base_model": p.base.model, "loss": p.train.loss}, texts,
                              probe, np.load(base_dir / models.PROBE))
     log.info("%s: %d steps in %.1f s, final loss %.4f, artifact %.2f MB", mode, result.steps, result.wall_s,
              result.final_loss, size / 1e6)
