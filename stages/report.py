@@ -56,6 +56,15 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def _shown(raw: dict, methods: tuple[str, ...]) -> dict:
+    """The params sections the report shows, less the method sections and grids of methods not compared."""
+    out = {k: v for k, v in raw.items() if k in SHOWN_PARAMS}
+    for section in ("train", "tune"):
+        out[section] = {k: v for k, v in out[section].items()
+                        if k in methods or k not in raw["train"] or not isinstance(raw["train"][k], dict)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for flag in ("--out", "--metrics"):
@@ -84,8 +93,7 @@ def main(argv: list[str] | None = None) -> None:
                       "train_wall_s": _json(mdir / "train" / f"{mode}.json")[mode]["train_s"]} for mode in methods},
         curves={mode: _curves(ldir / f"train_{mode}") for mode in methods if (ldir / f"train_{mode}").exists()},
         data=_json(mdir / "prepare.json"),
-        params=_flat({k: v for k, v in YAML(typ="safe").load(Path(args.params).read_text(encoding="utf-8")).items()
-                      if k in SHOWN_PARAMS}),
+        params=_flat(_shown(YAML(typ="safe").load(Path(args.params).read_text(encoding="utf-8")), methods)),
         versions={name: version(name) for name in PACKAGES},
         positive_threshold=p.data.positive_threshold, bootstrap=p.evaluate.bootstrap,
         confidence=p.evaluate.confidence, seed=p.seed, examples=p.report.examples,

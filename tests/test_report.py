@@ -544,3 +544,16 @@ def test_the_report_of_one_method_compares_it_with_the_base_only():
     html, comp = build(inp)
     assert "lora_vs_base_auc_diff" in comp and not any("_vs_full" in k or "share_of" in k for k in comp)
     assert "<h1>pairtune: base vs LoRA</h1>" in html and " minus " not in html.split("</p>", 1)[0]
+
+
+def test_the_report_shows_the_params_of_the_compared_methods_only():
+    """params.yaml ships sections for methods not in train.methods: the report's params table leaves them out."""
+    import report as report_stage  # stages/report.py
+
+    raw = {"seed": 1, "generate": {"n_train": 1}, "train": {"epochs": 4, "methods": ["full", "lora"],
+                                                           "full": {"method": "full"}, "lora": {"method": "lora"},
+                                                           "dora": {"method": "lora"}},
+           "tune": {"rungs": 1, "full": [1e-4], "lora": [1e-3], "dora": [1e-3]}}
+    shown = report_stage._shown(raw, ("full", "lora"))
+    assert "generate" not in shown and set(shown["train"]) == {"epochs", "methods", "full", "lora"}
+    assert set(shown["tune"]) == {"rungs", "full", "lora"}
