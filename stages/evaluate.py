@@ -1,4 +1,4 @@
-"""evaluate: score one tuned method's model on the eval split with the eight metrics (the base stage scores the base).
+"""evaluate: score one tuned method's model on the eval split with the eight metrics (base: the base stage).
 
 Loads the model through the guarded loader (a LoRA adapter merged and verified), encodes each unique dev
 and eval text once, chooses thresholds on dev and reports on eval.
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def score(p: params.Params, model_dir: str, data: str, metrics: str, plots: str, name: str | None = None) -> None:
     """Load `model_dir` through the guard, evaluate it on <data>/{dev,eval}.jsonl, write <plots>/ and <metrics>
-    (the base stage calls this for the base: one process, the base loaded once already)."""
+    (the base stage calls this for the base, in its own process: one process start fewer)."""
     dev, eval_ = read_prepared(f"{data}/dev.jsonl"), read_prepared(f"{data}/eval.jsonl")
     device = models.pick_device(p.train.device)
     model = models.load_model(model_dir, device)

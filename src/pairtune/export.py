@@ -401,8 +401,8 @@ def model_card(manifest: dict[str, Any], evaluate: dict[str, float], confidence:
     how = {"full": "full fine-tuning (all weights)", "lora": f"a LoRA adapter, {adapter}",
            "ia3": f"an IA3 adapter, {adapter}"}[mode]
     if manifest.get("merged_from"):  # a DoRA blend: only its merged weights are theta(alpha)
-        how = (f"a {manifest['merged_from']} adapter at its operating point, as merged weights (the blend of DoRA's "
-               "magnitude and direction is no scaled adapter, so no adapter folder ships)")
+        how = ("a DoRA adapter at its operating point, as merged weights (the blend of DoRA's magnitude and "
+               "direction is no scaled adapter, so no adapter folder ships)")
     p, status = manifest["parity"], manifest["variants"]
     rows = [("AUC-ROC", "auc"), ("Spearman", "spearman"), ("F1 at the dev threshold", "f1"),
             ("similarity margin", "margin")]
