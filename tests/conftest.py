@@ -120,7 +120,8 @@ TINY_PARAMS = {
               "fast_dropout": True, "compact_embedding": True, "processes": 1, "methods": ["full", "lora"],
               "full": {"method": "full", "lr": 1e-3},
               "lora": {"method": "lora", "lr": 1e-2, "r": 4, "alpha": 8, "dropout": 0.0,
-                       "target_modules": ["query", "value"], "rslora": False, "dora": False}},
+                       "target_modules": ["query", "value"], "rslora": False, "dora": False,
+                       "init": "default", "loraplus_ratio": 1}},
     # the tiny run is 10 steps: rungs of 3 x 10 and 2 x 10 (a trial is never longer than the run it stands for)
     "tune": {"metric": "auto", "budget": 7.0, "rungs": 2, "tie": 0.002, "extend": 1, "full": [1e-4, 1e-3, 1e-2],
              "lora": [1e-3, 1e-2, 5e-2]},
@@ -203,7 +204,7 @@ def trained(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def more_kinds(trained, tmp_path_factory):
-    """#36: an rsLoRA, a DoRA and an IA3 method trained on the tiny model by the train stage's code."""
+    """#36: rsLoRA, DoRA, PiSSA, OLoRA, LoRA+ and IA3 methods trained on the tiny model by the train stage's code."""
     from dataclasses import replace
 
     from pairtune import params as P
@@ -214,6 +215,8 @@ def more_kinds(trained, tmp_path_factory):
     p = P.load(trained / "params.yaml")
     lora = p.train.method("lora")
     sections = {"rslora": replace(lora, rslora=True, r=8), "dora": replace(lora, dora=True),
+                "pissa": replace(lora, init="pissa"), "olora": replace(lora, init="olora"),
+                "loraplus": replace(lora, loraplus_ratio=16.0),
                 "ia3": Ia3Method(method="ia3", lr=5e-2, target_modules=("key", "value", "ffn_out"),
                                  feedforward_modules=("ffn_out",))}
     p = replace(p, train=replace(p.train, sections={**p.train.sections, **sections}))

@@ -86,7 +86,8 @@ def test_one_pass_loss_keeps_its_class_name(model):
 
 def test_packing_runs_through_a_peft_adapter(model):
     models.add_adapter(model, LoraMethod(method="lora", lr=1e-3, r=4, alpha=8, dropout=0.0,
-                                         target_modules=("query", "value"), rslora=False, dora=False), 0)
+                                         target_modules=("query", "value"), rslora=False, dora=False,
+                                         init="default", loraplus_ratio=1.0), 0)
     with torch.no_grad():  # a non-zero B, so the adapter is on the path being compared
         for name, p in model.named_parameters():
             if "lora_B" in name:

@@ -116,7 +116,7 @@ def test_guard_refuses_renamed_keys(trained, tmp_path):
 
 def test_guard_refuses_zero_b(trained, tmp_path):
     folder = _broken(trained, tmp_path, lambda w: {k: torch.zeros_like(v) if "lora_B" in k else v for k, v in w.items()})
-    with pytest.raises(models.GuardError, match="all 4 LoRA B matrices are zeros; the adapter is a no-op"):
+    with pytest.raises(models.GuardError, match=r"all 4 LoRA updates B @ A are zero; the adapter is a no-op"):
         models.load_model(folder)
 
 
@@ -505,6 +505,9 @@ def test_each_adapter_kind_trains_saves_and_loads_through_the_guard(more_kinds):
     keys = load_file(str(more_kinds["ia3"][0] / "adapter_model.safetensors"))
     assert len(keys) == 2 * 3 and all(k.endswith("ia3_l") for k in keys)  # 2 layers x (key, value, ffn out)
     assert any("lora_magnitude_vector" in k for k in load_file(str(more_kinds["dora"][0] / "adapter_model.safetensors")))
+    for name in ("pissa", "olora"):  # saved as PEFT converts them: rank 2r, plain init, on the untouched base
+        assert (cfg[name]["r"], cfg[name]["lora_alpha"], cfg[name]["init_lora_weights"]) == (8, 16, True), name
+    assert (cfg["loraplus"]["r"], cfg["loraplus"]["init_lora_weights"]) == (4, True)  # LoRA+ is a way to train
     for name, (folder, metrics) in more_kinds.items():
         assert models.read_manifest(folder)["mode"] == ("ia3" if name == "ia3" else "lora")  # the kind, not the name
         assert 0 < metrics["trainable_params"] < metrics["total_params"] / 10
@@ -517,3 +520,65 @@ def test_guard_refuses_ia3_vectors_left_at_one(more_kinds, tmp_path):
     save_file({k: torch.ones_like(v) for k, v in weights.items()}, str(folder / "adapter_model.safetensors"))
     with pytest.raises(models.GuardError, match="all 6 IA3 vectors are ones; the adapter is a no-op"):
         models.load_model(folder)
+
+
+def test_guard_refuses_a_pissa_adapter_that_never_moved(more_kinds, tmp_path):
+    """A converted PiSSA adapter is [B | -B0] @ [A ; A0]: its B is never zero, so "B is zero" cannot be the test
+    for an untrained one. With A, B back at their starting values the update cancels, and the guard says so."""
+    folder = shutil.copytree(more_kinds["pissa"][0], tmp_path / "untrained")
+    w = load_file(str(folder / "adapter_model.safetensors"))
+    r = next(v for k, v in w.items() if "lora_A" in k).shape[0] // 2
+    start = {k: torch.cat([v[r:], v[r:]]) if "lora_A" in k else torch.cat([-v[:, r:], v[:, r:]], dim=1)
+             for k, v in w.items()}
+    assert all(torch.any(v != 0) for k, v in start.items() if "lora_B" in k)
+    save_file(start, str(folder / "adapter_model.safetensors"))
+    with pytest.raises(models.GuardError, match=r"all 4 LoRA updates B @ A are zero; the adapter is a no-op"):
+        models.load_model(folder)
+
+
+def test_guard_on_dora_looks_at_the_magnitude_too(more_kinds, trained, tmp_path):
+    """DoRA with B zero is still an update while its magnitudes moved (the probe check then judges the weights);
+    with B zero and the magnitudes at a fresh adapter's it is a no-op."""
+    w = load_file(str(more_kinds["dora"][0] / "adapter_model.safetensors"))
+    zero_b = {k: torch.zeros_like(v) if "lora_B" in k else v for k, v in w.items()}
+    moved = shutil.copytree(more_kinds["dora"][0], tmp_path / "moved")
+    save_file(zero_b, str(moved / "adapter_model.safetensors"))
+    with pytest.raises(models.GuardError, match="does not reproduce its stored probe"):
+        models.load_model(moved)
+    # the magnitudes a fresh DoRA adapter starts from (each weight row's norm), by PEFT on the base
+    from peft import get_peft_model_state_dict
+
+    from pairtune import params as P
+
+    lora = P.load(trained / "params.yaml").train.method("lora")
+    fresh = models.load_model(trained / "models/base")
+    models.add_adapter(fresh, P.LoraMethod(**{**lora.__dict__, "dora": True}), 0)
+    start = get_peft_model_state_dict(fresh[0].model)
+    idle = shutil.copytree(more_kinds["dora"][0], tmp_path / "idle")
+    save_file({k: start[k].clone() if "magnitude" in k else v for k, v in zero_b.items()},
+              str(idle / "adapter_model.safetensors"))
+    with pytest.raises(models.GuardError, match=r"all 4 LoRA updates B @ A are zero; the adapter is a no-op"):
+        models.load_model(idle)
+
+
+def test_loraplus_trains_b_faster_through_peft_s_optimizer(more_kinds, trained):
+    """LoRA+ (ratio 16): PEFT's optimizer puts B at 16x the rate of A; trained at the same lr and seed as the
+    plain adapter, its B matrices move further while the file is an ordinary LoRA adapter."""
+    from pairtune import params as P
+    from pairtune import training
+
+    model = models.load_model(trained / "models/base")
+    p = P.load(trained / "params.yaml")
+    models.add_adapter(model, P.LoraMethod(**{**p.train.method("lora").__dict__, "loraplus_ratio": 16.0}), 0)
+    opt, sched = training.loraplus(model, 1e-2, 16.0)
+    assert sched is None and training.loraplus(model, 1e-2, 1.0) == (None, None)
+    rates = {g["lr"]: {n for n, q in model[0].model.named_parameters() for x in g["params"] if x is q}
+             for g in opt.param_groups if g["params"]}
+    assert set(rates) == {1e-2, 16e-2}
+    assert all("lora_B" in n for n in rates[16e-2]) and all("lora_A" in n for n in rates[1e-2])
+
+    def b_norm(name):
+        w = load_file(str(name / "adapter_model.safetensors"))
+        return sum(float(v.norm()) for k, v in w.items() if "lora_B" in k)
+
+    assert b_norm(more_kinds["loraplus"][0]) > 2 * b_norm(trained / "models/lora")

@@ -58,6 +58,10 @@ def test_every_value_has_a_comment():
     (lambda p: p["train"].update(ia3={"method": "ia3", "lr": 1e-2, "target_modules": ["key"],
                                      "feedforward_modules": ["ffn_out"]}),
      "train.ia3.feedforward_modules: ['ffn_out'] must be among its target_modules ['key']"),
+    (lambda p: p["train"]["lora"].update(init="loftq"), "train.lora.init: 'loftq' is not one of default, pissa, olora"),
+    (lambda p: p["train"]["lora"].update(init="pissa", dora=True),
+     "train.lora.init: pissa with dora: true cannot be saved as an adapter of the untouched base"),
+    (lambda p: p["train"]["lora"].update(loraplus_ratio=0.5), "train.lora.loraplus_ratio: 0.5 is outside [1, 1000]"),
 ])
 def test_bad_params_name_file_section_and_key(tmp_path, mutate, message):
     raw = copy.deepcopy(TINY_PARAMS)

@@ -238,22 +238,27 @@ def test_2c_with_a_fixed_lr_a_search_param_retrains_nothing(repo, baseline):
 
 
 def test_2d_a_method_added_to_the_list_runs_alone_through_every_stage(repo, baseline):
-    """#36's done-when on the tiny model: DoRA and IA3 added to train.methods get their own search, training,
-    evaluation, interpolation, export and seeds stages and a place in the report; nothing of full or LoRA
-    reruns. Each is loaded back through the guard; DoRA's operating point is merged weights (a scaled DoRA
-    adapter is not the blend), IA3's a rescaled adapter. Back to two methods: the report alone, restored."""
+    """#36's done-when on the tiny model: DoRA, IA3 and a LoRA with every other option (PiSSA start, rsLoRA
+    scaling, LoRA+ rates, all linear layers) added to train.methods get their own search, training, evaluation,
+    interpolation, export and seeds stages and a place in the report; nothing of full or LoRA reruns. Each is
+    loaded back through the guard; DoRA's operating point is merged weights (a scaled DoRA adapter is not the
+    blend), IA3's and PiSSA's (converted to a plain LoRA) rescaled adapters. Back to two methods: the report
+    alone, restored."""
+    added = ("dora", "ia3", "mix")
     original = (repo / "params.yaml").read_bytes()
     data = YAML(typ="safe").load(original)
     data["train"]["dora"] = {**data["train"]["lora"], "dora": True}
     data["train"]["ia3"] = {"method": "ia3", "lr": 5e-2, "target_modules": ["key", "value", "ffn_out"],
                             "feedforward_modules": ["ffn_out"]}
-    data["tune"].update(dora=[1e-3, 1e-2], ia3=[1e-2, 5e-2])
+    data["train"]["mix"] = {**data["train"]["lora"], "init": "pissa", "rslora": True, "loraplus_ratio": 16,
+                            "target_modules": ["all_linear"], "lr": 2e-3}
+    data["tune"].update(dora=[1e-3, 1e-2], ia3=[1e-2, 5e-2], mix=[1e-3, 2e-3])
     write_params(repo / "params.yaml", data)
     assert ran(sh(repo, "dvc", "repro")) == {"report"}  # sections alone, not listed: nothing trains
-    data["train"]["methods"] = ["full", "lora", "dora", "ia3"]
+    data["train"]["methods"] = ["full", "lora", *added]
     write_params(repo / "params.yaml", data)
     new = {f"{stage}@{m}" for stage in ("tune", "train", "evaluate", "interpolate", "export", "seeds")
-           for m in ("dora", "ia3")}
+           for m in added}
     try:
         assert ran(sh(repo, "dvc", "repro", timeout=900)) == new | {"report"}
         assert snapshot(repo) == {**baseline, "report": snapshot(repo)["report"]}  # full's and LoRA's: as they were
@@ -267,13 +272,20 @@ def test_2d_a_method_added_to_the_list_runs_alone_through_every_stage(repo, base
         assert (repo / "models/interpolated/ia3/adapter_model.safetensors").exists()
         assert (repo / "models/export/ia3/adapter").is_dir() and not (repo / "models/export/dora/adapter").exists()
         assert "DoRA" in (repo / "models/export/dora/README.md").read_text()
-        for m in ("dora", "ia3"):
+        mix = json.loads((repo / "models/mix/adapter_config.json").read_text())  # PiSSA as PEFT converts it
+        assert (mix["r"], mix["init_lora_weights"], mix["use_rslora"]) == (8, True, True)
+        assert models.read_manifest(repo / "models/mix")["mode"] == "lora"
+        assert (repo / "models/export/mix/adapter").is_dir()
+        card = (repo / "models/export/mix/README.md").read_text()
+        assert "(PiSSA)" in card and "LoRA+" in card
+        for m in added:
             models.load_model(repo / "models" / m)  # the guard: reproduces its probe, differs from the base
+            models.load_model(repo / "models/interpolated" / m)  # its operating point, through the guard too
         report = json.loads((repo / "metrics/report.json").read_text())
-        for m in ("dora", "ia3"):
+        for m in added:
             assert f"{m}_vs_full_auc_diff" in report and f"op_{m}_vs_full_retention_diff" in report
         html = (repo / "plots/report.html").read_text()
-        assert "base vs full fine-tuning vs LoRA vs dora vs ia3" in html
+        assert "base vs full fine-tuning vs LoRA vs dora vs ia3 vs mix" in html
     finally:
         (repo / "params.yaml").write_bytes(original)
         (block,) = doc_blocks("tests/test_pipeline.py::test_2d_a_method_added_to_the_list_runs_alone_through_every_stage")
@@ -306,11 +318,21 @@ def test_3_experiment_and_show(repo):
     assert len(data["metrics"]) == 7 and len(columns) <= 3 * 9 + 2 * 2 + 2 * 4
     assert data["params"]["params.yaml"]["data"]["train"]["lora"]["lr"] == 0.005
     # `make compare` (docs/dvc.md, "Compare experiments"): readable in a 160-column terminal, nothing cut to "…"
-    table = sh(repo, "env", "COLUMNS=160", "dvc", "exp", "show", "--no-pager", "--only-changed", "--drop",
-               "Created|State|Executor|.*auc_(low|high)|.*/.*|dvclive").stdout
+    drop = ("Created|State|Executor|.*auc_(low|high)|.*/.*|dvclive"
+            "|[a-z0-9_]+\\.(cohens_d|f1|fp|margin|purity|search_s|trial_steps_share|trials)$")
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()  # the same regexes as make compare's
+    assert drop.split("dvclive")[1].replace("$", "$$") in makefile
+    table = sh(repo, "env", "COLUMNS=160", "dvc", "exp", "show", "--no-pager", "--only-changed", "--drop", drop).stdout
     columns = sh(repo, "dvc", "exp", "show", "--no-pager", "--only-changed", "--csv").stdout.splitlines()[0]
     assert "…" not in table and "lora.auc" in table and "train.lora.lr" in table, (table, columns)
     assert max(map(len, table.splitlines())) <= 160, table
+    assert "lora.cohens_d" in columns and "lora.cohens_d" not in table  # COMPARE_ALL=1 shows it
+    # COMPARE_METHODS='full': the other models' metric columns go, the params stay
+    cols = "auc|rho|cohens_d|f1|fp|margin|purity|lr|search_s|trial_steps_share|trials|train_s|mb"
+    assert f"COMPARE_MODEL_COLS := {cols}\n" in makefile
+    only_full = f"|(?!(base|full)\\.)[a-z0-9_]+\\.({cols})$"
+    narrow = sh(repo, "dvc", "exp", "show", "--no-pager", "--only-changed", "--csv", "--drop", drop + only_full).stdout
+    assert "lora.auc" not in narrow and "train.lora.lr" in narrow, narrow
 
 
 def test_4_queued_sweep(repo):

@@ -390,6 +390,9 @@ def usable(manifest: dict[str, Any], variant: str) -> bool:
     return manifest.get("variants", {}).get(variant, "ok") == "ok"
 
 
+INIT_WORDS = {"pissa": "principal singular directions (PiSSA)", "olora": "orthonormal QR factors (OLoRA)"}
+
+
 def model_card(manifest: dict[str, Any], evaluate: dict[str, float], confidence: float,
                example: tuple[str, str] = ("text a", "text b")) -> str:
     """A short, deterministic README.md for an export folder (no dates, no absolute paths). `example`: a pair
@@ -403,6 +406,12 @@ def model_card(manifest: dict[str, Any], evaluate: dict[str, float], confidence:
     if manifest.get("merged_from"):  # a DoRA blend: only its merged weights are theta(alpha)
         how = ("a DoRA adapter at its operating point, as merged weights (the blend of DoRA's magnitude and "
                "direction is no scaled adapter, so no adapter folder ships)")
+    if manifest.get("init"):
+        how += (f". The adapter started from the weights' {INIT_WORDS[manifest['init']]} (taken out of the base while it "
+                "trained); it ships as PEFT converts it, the LoRA of twice the rank that applies the same update to "
+                "the untouched base")
+    if manifest.get("loraplus_ratio"):
+        how += f". Trained with LoRA+: its B matrices at {manifest['loraplus_ratio']:g}x the learning rate of A"
     p, status = manifest["parity"], manifest["variants"]
     rows = [("AUC-ROC", "auc"), ("Spearman", "spearman"), ("F1 at the dev threshold", "f1"),
             ("similarity margin", "margin")]
@@ -639,8 +648,9 @@ def build(model: SentenceTransformer, source: Path, out: Path, dev: list[dict[st
     if op:
         card["operating_point"] = {k: float(f"{v:.6g}") for k, v in op.items()}
         rounded["alpha"] = card["operating_point"].get("alpha", 1.0)
-    if manifest.get("merged_from"):
-        card["merged_from"] = manifest["merged_from"]
+    for key in ("merged_from", *models.RECIPE_NOTES):
+        if key in manifest:
+            card[key] = manifest[key]
     if manifest["mode"] in models.ADAPTER_KINDS:
         shutil.copytree(source, out / ADAPTER_DIR)  # with its own fingerprint: it loads through the guard
     probe_texts = json.loads((source / models.PROBE_TEXTS).read_text(encoding="utf-8"))

@@ -214,6 +214,8 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 # (BERT's `pooler.dense`, which a "dense" target also matches) never reaches the sentence embedding, so an
 # adapter there gets no gradient and stays a no-op.
 UNUSED_MODULES = r"(.*\.)?pooler(\..*)?"
+# Attribute of a PiSSA/OLoRA PeftModel: its adapter's starting tensors (add_adapter), for save_adapter's conversion
+INITIAL_STATE = "pairtune_initial_adapter"
 
 
 def add_adapter(model: SentenceTransformer, cfg: LoraMethod | Ia3Method, seed: int, key: str = "train.lora") -> None:
@@ -226,7 +228,7 @@ def add_adapter(model: SentenceTransformer, cfg: LoraMethod | Ia3Method, seed: i
     import re
 
     import torch
-    from peft import IA3Config, LoraConfig, get_peft_model
+    from peft import IA3Config, LoraConfig, get_peft_model, get_peft_model_state_dict
 
     backbone = model[0].model
     kind = families.model_type(model)
@@ -241,12 +243,29 @@ def add_adapter(model: SentenceTransformer, cfg: LoraMethod | Ia3Method, seed: i
         config: Any = IA3Config(target_modules=regex, feedforward_modules=ff, exclude_modules=exclude)
     else:
         config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=regex,
-                            bias="none", exclude_modules=exclude, use_rslora=cfg.rslora, use_dora=cfg.dora)
+                            bias="none", exclude_modules=exclude, use_rslora=cfg.rslora, use_dora=cfg.dora,
+                            init_lora_weights=True if cfg.init == "default" else cfg.init)
     torch.manual_seed(seed)  # LoRA A matrices are drawn from the global RNG right here
     try:
-        model[0].model = get_peft_model(backbone, config)  # `auto_model` is read-only in ST v6
+        peft_model = get_peft_model(backbone, config)
     except ValueError as err:
         raise PairtuneError(f"params.yaml: {key}.target_modules: {err}") from None
+    if getattr(cfg, "init", "default") != "default":
+        # PiSSA/OLoRA moved part of each target weight into A and B: the adapter alone means nothing on the
+        # untouched base. Their starting values are kept so save_adapter can write the update as a plain LoRA.
+        state = get_peft_model_state_dict(peft_model)
+        setattr(peft_model, INITIAL_STATE, {k: v.detach().clone() for k, v in state.items()})
+    model[0].model = peft_model  # `auto_model` is read-only in ST v6
+
+
+# What a LoRA method did that its saved adapter no longer shows (a PiSSA/OLoRA start is saved converted; LoRA+ is
+# how it trained), for the manifest and the export's model card; only keys away from their default are written.
+RECIPE_NOTES = {"init": "default", "loraplus_ratio": 1.0}
+
+
+def recipe_notes(cfg: Any) -> dict[str, Any]:
+    """The method's RECIPE_NOTES keys that differ from plain LoRA's."""
+    return {k: getattr(cfg, k) for k, plain in RECIPE_NOTES.items() if getattr(cfg, k, plain) != plain}
 
 
 def count_params(model: Any) -> tuple[int, int]:
@@ -272,8 +291,30 @@ def save_full(model: SentenceTransformer, folder: Path) -> None:
 
 
 def save_adapter(model: SentenceTransformer, folder: Path, base_source: str) -> None:
-    """Write the adapter files only, with a portable base reference instead of an absolute path."""
-    model[0].model.save_pretrained(str(folder))
+    """Write the adapter files only, with a portable base reference instead of an absolute path.
+
+    A PiSSA/OLoRA adapter is written as PEFT converts it: the rank-2r LoRA whose update is the trained A, B
+    minus their starting values, so it applies to the untouched base like any other LoRA adapter.
+    """
+    import tempfile
+    import warnings
+
+    from safetensors.torch import save_file
+
+    peft_model = model[0].model
+    initial = getattr(peft_model, INITIAL_STATE, None)
+    if initial is None:
+        peft_model.save_pretrained(str(folder))
+    else:
+        with tempfile.TemporaryDirectory(prefix="pairtune-init-") as tmp:
+            start = Path(tmp) / "initial"
+            start.mkdir()
+            save_file(initial, str(start / ADAPTER_WEIGHTS))  # the config is written there by PEFT itself
+            with warnings.catch_warnings():
+                # PEFT loads the starting adapter beside the trained one to subtract it, and warns that PiSSA/OLoRA
+                # should be converted: which is what this call does
+                warnings.filterwarnings("ignore", message=r"(PiSSA|OLoRA) changes the base weights")
+                peft_model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=str(start))
     (folder / "README.md").unlink(missing_ok=True)  # PEFT's model card records the absolute base path
     cfg_path = folder / ADAPTER_CONFIG
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
@@ -299,15 +340,45 @@ def _check_probe(model: SentenceTransformer, folder: Path, what: str) -> np.ndar
     return now
 
 
-# Per adapter kind: the tensors that carry its update, and their value at initialisation, when the adapter is
-# a no-op (LoRA's B matrices start at zero, DoRA's too; IA3's vectors start at one).
-IDENTITY = {"lora_B": 0.0, "ia3_l": 1.0}
+# A LoRA module whose B @ A is this small against |B| |A| adds nothing: fp32 rounding of an exact cancellation (a
+# PiSSA adapter saved untrained is [B0 | -B0] @ [A0 ; A0]) stays near 1e-7; any trained update is far above it.
+NO_UPDATE_RTOL = 1e-5
+
+
+def _idle_modules(saved: dict[str, Any], fresh: dict[str, Any]) -> tuple[list[str], int, str]:
+    """(modules whose saved update is the identity, modules adapted, what an idle one looks like).
+
+    LoRA: B @ A is zero (B at its zero init, or a PiSSA/OLoRA conversion of A and B that never moved) and, for
+    DoRA, the magnitude is the one a fresh adapter computes from the base weights. IA3: every scale is one.
+    `fresh`: the state of the same adapter freshly initialised on the base (DoRA's starting magnitudes).
+    """
+    import torch
+
+    modules: dict[str, dict[str, Any]] = {}
+    for key, tensor in saved.items():
+        for part in ("lora_A", "lora_B", "lora_magnitude_vector", "ia3_l"):
+            if f".{part}" in key:
+                modules.setdefault(key.removeprefix("base_model.model.").split(f".{part}")[0], {})[part] = (key, tensor)
+    idle = []
+    for name, parts in modules.items():
+        if "ia3_l" in parts:
+            moved = bool(torch.any(parts["ia3_l"][1] != 1.0))
+        else:
+            a, b = parts["lora_A"][1].double(), parts["lora_B"][1].double()
+            moved = float(torch.linalg.norm(b @ a)) > NO_UPDATE_RTOL * float(torch.linalg.norm(b) * torch.linalg.norm(a))
+            if "lora_magnitude_vector" in parts:
+                key, mag = parts["lora_magnitude_vector"]
+                moved = moved or not torch.allclose(mag, fresh[key], rtol=1e-6, atol=0.0)
+        if not moved:
+            idle.append(name)
+    kinds = {"ia3_l" in parts for parts in modules.values()}
+    what = "IA3 vectors are ones" if kinds == {True} else "LoRA updates B @ A are zero"
+    return idle, len(modules), what
 
 
 def _attach_adapter(base: SentenceTransformer, folder: Path) -> None:
-    """Attach the saved adapter (LoRA, rsLoRA, DoRA or IA3) with no key missing or unexpected and no update
-    tensor still at its initial no-op value, then merge it."""
-    import torch
+    """Attach the saved adapter (LoRA, rsLoRA, DoRA, PiSSA/OLoRA as converted, or IA3) with no key missing or
+    unexpected and no adapted module whose update is still the identity (`_idle_modules`), then merge it."""
     from peft import PeftConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -324,17 +395,13 @@ def _attach_adapter(base: SentenceTransformer, folder: Path) -> None:
         first = (missing or unexpected)[0]
         raise GuardError(f"{weights}: adapter keys do not match the model ({len(missing)} missing, "
                          f"{len(unexpected)} unexpected, e.g. {first!r})")
-    tag, still = next(((t, v) for t, v in IDENTITY.items() if any(t in k for k in saved)), ("lora_B", 0.0))
-    b_keys = [k for k in saved if tag in k]
-    zero_b = [k for k in b_keys if not torch.any(saved[k] != still)]
-    what = "LoRA B matrices are zeros" if tag == "lora_B" else "IA3 vectors are ones"
-    if zero_b and len(zero_b) == len(b_keys):
-        raise GuardError(f"{weights}: all {len(b_keys)} {what}; the adapter is a no-op "
+    idle, adapted, what = _idle_modules(saved, get_peft_model_state_dict(peft_model))
+    if idle and len(idle) == adapted:
+        raise GuardError(f"{weights}: all {adapted} {what}; the adapter is a no-op "
                          "(training had no effect or its weights were dropped)")
-    if zero_b:
-        names = ", ".join(k.removeprefix("base_model.model.").rsplit(f".{tag}", 1)[0] for k in zero_b)
-        raise GuardError(f"{weights}: {len(zero_b)} of {len(b_keys)} adapted modules got no update in training "
-                         f"({names}): they do not take part in the embedding; drop them from the method's "
+    if idle:
+        raise GuardError(f"{weights}: {len(idle)} of {adapted} adapted modules got no update in training "
+                         f"({', '.join(idle)}): they do not take part in the embedding; drop them from the method's "
                          "target_modules")
     result = set_peft_model_state_dict(peft_model, saved)
     if getattr(result, "unexpected_keys", None):

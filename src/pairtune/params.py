@@ -132,6 +132,11 @@ class LoraMethod:
     target_modules: tuple[str, ...]
     rslora: bool  # rank-stabilised scaling, alpha / sqrt(r): a larger rank is not a smaller step
     dora: bool  # DoRA: a learned magnitude per output row on top of the low-rank direction
+    # default: A random, B zero. pissa / olora: A and B start from the weights' principal singular vectors / QR
+    # factors, taken out of the base weights; saved as the equivalent rank-2r LoRA on the untouched base
+    init: Literal["default", "pissa", "olora"]
+    # LoRA+: B's learning rate is lr x this (1: plain LoRA, the stock optimizer)
+    loraplus_ratio: float = dataclasses.field(metadata={"range": (1.0, 1000.0)})
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,10 @@ class Train:
             if isinstance(m, Ia3Method) and not set(m.feedforward_modules) <= set(m.target_modules):
                 raise PairtuneError(f"{path}: train.{name}.feedforward_modules: {list(m.feedforward_modules)} must be "
                                     f"among its target_modules {list(m.target_modules)}")
+            if isinstance(m, LoraMethod) and m.init != "default" and m.dora:
+                # PEFT turns a PiSSA/OLoRA adapter back into one for the untouched base from A and B alone
+                raise PairtuneError(f"{path}: train.{name}.init: {m.init} with dora: true cannot be saved as an "
+                                    "adapter of the untouched base (PEFT converts A and B only, not DoRA's magnitude)")
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,24 @@ def dev_evaluator(dev: list[dict[str, Any]], positive_threshold: float) -> Any:
     return DevEvaluator()
 
 
+def b_lr_ratio(spec: Any) -> float:
+    """How much faster a method's LoRA B matrices learn than the rest (LoRA+); 1 for every other method."""
+    return float(getattr(spec, "loraplus_ratio", 1.0))
+
+
+def loraplus(model: SentenceTransformer, lr: float, ratio: float) -> tuple[Any, None]:
+    """The trainer's (optimizer, scheduler): for ratio 1 none given (the trainer's own fused AdamW); else PEFT's
+    LoRA+ optimizer, the same fused AdamW with B matrices (and DoRA's magnitudes) at lr x ratio. The scheduler
+    stays the trainer's: it scales every group's rate alike, so the ratio holds through warm-up and decay."""
+    if ratio == 1.0:
+        return None, None
+    import torch
+    from peft.optimizers import create_loraplus_optimizer
+
+    return create_loraplus_optimizer(model[0].model, torch.optim.AdamW, lr=lr, loraplus_lr_ratio=ratio,
+                                     weight_decay=0.0, fused=True), None
+
+
 def steps_per_epoch(n_pairs: int, batch_size: int) -> int:
     """Optimizer steps in one epoch (the last partial batch counts)."""
     return math.ceil(n_pairs / batch_size)
@@ -139,11 +157,13 @@ def steps_per_epoch(n_pairs: int, batch_size: int) -> int:
 
 def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pairs: list[dict[str, Any]],
           cfg: Train, lr: float, seed: int, device: str, binary: bool, positive_threshold: float,
-          knobs: Knobs, callbacks: list[Any] | None = None, epoch_eval: bool = True) -> TrainResult:
+          knobs: Knobs, callbacks: list[Any] | None = None, epoch_eval: bool = True, b_ratio: float = 1.0,
+          ) -> TrainResult:
     """Train `model` in place with the stock trainer; returns what the metrics file needs.
 
     `knobs`: the speed knobs as pairtune.hardware decided them for this machine (`cfg`'s may say auto).
     `epoch_eval`: score dev at each epoch's end (the curves; a tune trial is scored once, by its caller).
+    `b_ratio`: LoRA+ (`b_lr_ratio`): LoRA B matrices learn at lr x this, through PEFT's LoRA+ optimizer.
     """
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
@@ -205,7 +225,7 @@ def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pai
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
                                              evaluator=dev_evaluator(dev_pairs, positive_threshold),
-                                             callbacks=callbacks or [])
+                                             callbacks=callbacks or [], optimizers=loraplus(model, lr, b_ratio))
         pre = fastpath.pretokenized(model, [p[key] for p in train_pairs for key in ("text_1", "text_2")],
                                     [check[0::2], check[1::2]])
         if pre is not None:
@@ -318,7 +338,7 @@ def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: 
         live = plain_live(live_dir)
         callbacks.append(live_callback(live))
     result = train(model, train_pairs, dev_pairs, p.train, lr, p.seed, device, binary,
-                   p.data.positive_threshold, knobs, callbacks)
+                   p.data.positive_threshold, knobs, callbacks, b_ratio=b_lr_ratio(p.train.method(mode)))
     if live_dir:
         live.end()
     base_dir = Path(base_dir)
@@ -332,8 +352,8 @@ def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: 
         artifact = None
     size = models.folder_bytes(out, artifact)
     # the manifest's mode is the method's kind (full, lora, ia3): what a loader needs, whatever params calls it
-    models.write_fingerprint(out, {"mode": kind, "base_model": p.base.model, "loss": p.train.loss}, texts,
-                             probe, np.load(base_dir / models.PROBE))
+    manifest = {"mode": kind, "base_model": p.base.model, "loss": p.train.loss, **models.recipe_notes(p.train.method(mode))}
+    models.write_fingerprint(out, manifest, texts, probe, np.load(base_dir / models.PROBE))
     log.info("%s: %d steps in %.1f s, final loss %.4f, artifact %.2f MB", mode, result.steps, result.wall_s,
              result.final_loss, size / 1e6)
     metrics = {"trainable_params": trainable, "total_params": total,

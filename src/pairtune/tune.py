@@ -153,7 +153,7 @@ def trials(mode: str, p: Params, train_pairs: list[dict[str, Any]], dev_pairs: l
                                   warmup_steps=round(p.train.warmup_steps * steps / total))
         model, device, knobs, _ = training.start(mode, p, base_dir, base)
         training.train(model, train_pairs, dev_pairs, cfg, lr, p.seed, device, binary, p.data.positive_threshold,
-                       knobs, epoch_eval=False)
+                       knobs, epoch_eval=False, b_ratio=training.b_lr_ratio(p.train.method(mode)))
         figures = evaluator(model)
         out = {"dev_auc": round(float(figures["dev_auc"]), 6), "dev_spearman": round(float(figures["dev_spearman"]), 6)}
         if general_of:
