@@ -72,11 +72,19 @@ sweep: $(STAMP)
 	$(MAKE) --no-print-directory compare
 
 # The experiments table narrowed to what a sweep compares: changed params and metrics, without the creation
-# time, queue state, AUC interval and changed-dependency (path) columns (those stay in the files: dvc metrics diff); a one-param sweep fits
-# a 160-column terminal (docs/dvc.md, "Compare experiments"). COMPARE_DROP='.*full\.' hides a model's columns too.
+# time, queue state, AUC interval and changed-dependency (path) columns (those stay in the files: dvc metrics diff);
+# per model its AUC, Spearman, chosen lr, training seconds and size (COMPARE_ALL=1: every metric column). A
+# one-param sweep fits a 160-column terminal (docs/dvc.md, "Compare experiments"). With many methods,
+# COMPARE_METHODS='lora dora' keeps those models' columns (and the base's); COMPARE_DROP='.*full\.' hides more.
 COMPARE_DROP ?=
+COMPARE_ALL ?=
+COMPARE_METHODS ?=
+space := $(subst ,, )
+COMPARE_MODEL_COLS := auc|rho|cohens_d|f1|fp|margin|purity|lr|search_s|trial_steps_share|trials|train_s|mb
+COMPARE_BRIEF := $(if $(COMPARE_ALL),,|[a-z0-9_]+\.(cohens_d|f1|fp|margin|purity|search_s|trial_steps_share|trials)$$)
+COMPARE_ONLY := $(if $(strip $(COMPARE_METHODS)),|(?!(base|$(subst $(space),|,$(strip $(COMPARE_METHODS))))\.)[a-z0-9_]+\.($(COMPARE_MODEL_COLS))$$)
 compare: $(STAMP)
-	$(RUN) $(BIN)/dvc exp show --no-pager --only-changed --drop 'Created|State|Executor|.*auc_(low|high)|.*/.*|dvclive$(if $(COMPARE_DROP),|$(COMPARE_DROP))'
+	$(RUN) $(BIN)/dvc exp show --no-pager --only-changed --drop 'Created|State|Executor|.*auc_(low|high)|.*/.*|dvclive$(COMPARE_BRIEF)$(COMPARE_ONLY)$(if $(COMPARE_DROP),|$(COMPARE_DROP))'
 
 # Models, adapter, data and the run-cache, with the objects of every run recorded here (DVC pushes only the
 # workspace's), so a teammate's `dvc repro --pull` of any setting already run restores it instead of training.
