@@ -218,6 +218,10 @@ def test_report_names_the_rule_that_chose_alpha(inputs):
     ([0.302, 0.30, 0.303, 0.301], 0.30, "did_nothing"),  # no better than the base
     ([0.80, 0.90, 0.931, 0.933], 0.30, "converged"),  # within the plateau over the last epoch
     ([0.80, 0.90, 0.931, 0.933], None, "converged"),  # no base figure (interpolation off): judged on its own
+    # LoRA+ on the harder demo (bench/methods.json, 2026-12-07): collapsed after epoch 1, climbing back at the
+    # end; it was called under-trained, whose advice (more epochs, a higher rate) is the wrong way
+    ([0.792368, 0.58331, 0.630115, 0.661057], 0.33, "unstable"),
+    ([0.80, 0.93, 0.90, 0.91], 0.30, "unstable"),  # fell from its peak, rising again: not at its best
 ])
 def test_a_run_is_diagnosed_from_its_own_dev_curve(curve, base, finding):
     from pairtune.report import diagnose
@@ -228,6 +232,10 @@ def test_a_run_is_diagnosed_from_its_own_dev_curve(curve, base, finding):
         assert "peaked at epoch 2 (dev AUC 0.930)" in sentence and "train.checkpoint: best" in sentence
     if finding == "under_trained":
         assert "0.860 → 0.920" in sentence and "train.epochs" in sentence
+    if finding == "unstable":
+        assert "peaked at epoch" in sentence and "lower learning rate" in sentence and "epochs" not in sentence
+    if curve[0] == 0.792368:
+        assert "peaked at epoch 1 (dev AUC 0.792), dropped to 0.583 and ended at 0.661" in sentence
 
 
 def _with(inputs, **changes):

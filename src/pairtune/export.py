@@ -407,9 +407,9 @@ def model_card(manifest: dict[str, Any], evaluate: dict[str, float], confidence:
         how = ("a DoRA adapter at its operating point, as merged weights (the blend of DoRA's magnitude and "
                "direction is no scaled adapter, so no adapter folder ships)")
     if manifest.get("init"):
-        how += (f". The adapter started from the weights' {INIT_WORDS[manifest['init']]} (taken out of the base while it "
-                "trained); it ships as PEFT converts it, the LoRA of twice the rank that applies the same update to "
-                "the untouched base")
+        how += (f". The adapter started from the weights' {INIT_WORDS[manifest['init']]} (taken out of the base "
+                "while it trained); it ships as PEFT converts it, the LoRA of twice the rank that applies the same "
+                "update to the untouched base")
     if manifest.get("loraplus_ratio"):
         how += f". Trained with LoRA+: its B matrices at {manifest['loraplus_ratio']:g}x the learning rate of A"
     p, status = manifest["parity"], manifest["variants"]

@@ -241,8 +241,9 @@ def retention_ci(s_base: np.ndarray, s_tuned: np.ndarray, graded: np.ndarray, re
 
 def adapter_scaling(source: Path) -> str | None:
     """How theta(alpha) of an adapter folder stays an adapter, exactly: "lora" (B matrices times alpha: LoRA,
-    rsLoRA, LoRA+, PiSSA/OLoRA as saved: converted to a plain LoRA of the untouched base), "ia3" (vectors 1 + alpha (l - 1)), or None where no rescaled adapter is exact (DoRA: its
-    magnitude renormalises the direction), so the merged weights are interpolated and written whole."""
+    rsLoRA, LoRA+, and PiSSA/OLoRA as saved, converted to a plain LoRA of the untouched base), "ia3" (vectors
+    1 + alpha (l - 1)), or None where no rescaled adapter is exact (DoRA: its magnitude renormalises the
+    direction), so the merged weights are interpolated and written whole."""
     mode = models.read_manifest(source)["mode"]
     if mode == "ia3":
         return "ia3"

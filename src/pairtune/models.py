@@ -365,7 +365,8 @@ def _idle_modules(saved: dict[str, Any], fresh: dict[str, Any]) -> tuple[list[st
             moved = bool(torch.any(parts["ia3_l"][1] != 1.0))
         else:
             a, b = parts["lora_A"][1].double(), parts["lora_B"][1].double()
-            moved = float(torch.linalg.norm(b @ a)) > NO_UPDATE_RTOL * float(torch.linalg.norm(b) * torch.linalg.norm(a))
+            scale = float(torch.linalg.norm(b) * torch.linalg.norm(a))
+            moved = float(torch.linalg.norm(b @ a)) > NO_UPDATE_RTOL * scale
             if "lora_magnitude_vector" in parts:
                 key, mag = parts["lora_magnitude_vector"]
                 moved = moved or not torch.allclose(mag, fresh[key], rtol=1e-6, atol=0.0)

@@ -681,8 +681,11 @@ def verdict(inp: Inputs, comparison: dict[str, float]) -> str:
 def diagnose(points: list[tuple[float, float]], base: float | None, plateau: float, metric: str) -> tuple[str, str]:
     """One training run read from its own dev curve (one point an epoch): (finding, plain sentence).
 
-    did_nothing: the last epoch is no better than the base (by more than `plateau`); under_trained: still rising
-    by more than `plateau` over the last epoch; over_fitted: fell more than `plateau` below its best; else flat."""
+    did_nothing: the last epoch is no better than the base (by more than `plateau`); unstable: more than
+    `plateau` below its best and climbing back over the last epoch (a collapse at the peak learning rate, seen
+    with LoRA+ on the harder demo: not an under-trained run, whose cure, more epochs or a higher rate, would be
+    the wrong advice); over_fitted: fell more than `plateau` below its best; under_trained: at its best and still
+    rising by more than `plateau` over the last epoch; else flat."""
     vals = [v for _, v in points if not math.isnan(v)]
     if not vals:
         return "unknown", "no dev curve was logged"
@@ -690,14 +693,22 @@ def diagnose(points: list[tuple[float, float]], base: float | None, plateau: flo
     if base is not None and not math.isnan(base) and last <= base + plateau:
         return "did_nothing", (f"ends at dev {metric} {last:.3f}, no better than the base's {base:.3f}: it did nothing "
                                "useful (check its learning rate, train.epochs and the labels)")
-    if len(vals) >= 2 and last - vals[-2] > plateau:
-        return "under_trained", (f"was still improving at the last epoch (dev {metric} {vals[-2]:.3f} → {last:.3f}): "
-                                 "under-trained; more train.epochs, or a higher learning rate, should help")
+    rising = len(vals) >= 2 and last - vals[-2] > plateau
     if best - last > plateau:
         peak = vals.index(best) + 1
+        if rising:
+            low = min(vals[peak:])
+            return "unstable", (f"peaked at epoch {peak} (dev {metric} {best:.3f}), dropped to {low:.3f} and ended "
+                                f"at {last:.3f}, still below its peak: unstable; a lower learning rate")
         return "over_fitted", (f"peaked at epoch {peak} (dev {metric} {best:.3f}) and fell to {last:.3f}: over-fitted; "
                                "fewer train.epochs, train.checkpoint: best, or a lower learning rate")
+    if rising:
+        return "under_trained", (f"was still improving at the last epoch (dev {metric} {vals[-2]:.3f} → {last:.3f}): "
+                                 "under-trained; more train.epochs, or a higher learning rate, should help")
     return "converged", f"levelled off (dev {metric} {last:.3f}, within {plateau:g} over the last epoch)"
+
+
+FLAGGED = ("did_nothing", "unstable", "over_fitted", "under_trained")  # findings the top of the report names
 
 
 def diagnoses(inp: Inputs) -> dict[str, tuple[str, str]]:
@@ -716,14 +727,14 @@ def top_notes(inp: Inputs, found: dict[str, tuple[str, str]]) -> list[str]:
     diagnoses(inp)), and export variants that were not shipped."""
     out = []
     flagged = {mode: finding for mode, (finding, _) in found.items()
-               if finding in ("did_nothing", "under_trained", "over_fitted")}
+               if finding in FLAGGED}
     if len(flagged) > 2:  # one line, not one a method: the table below has each run's sentence
         return [f"The headline rests on runs whose dev curves flag them: "
                 + ", ".join(f"{label(m)} {f.replace('_', ' ')}" for m, f in flagged.items())
                 + " (How each model was trained, below). Their figures may understate what those methods can do "
                 "on this data."] + export_notes(inp)
     for mode, (finding, sentence) in found.items():
-        if finding in ("did_nothing", "under_trained", "over_fitted"):
+        if finding in FLAGGED:
             out.append(f"The headline rests on a {label(mode)} run that {sentence}. Its figures may understate "
                        f"what {label(mode)} can do on this data.")
     return out + export_notes(inp)

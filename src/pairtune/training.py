@@ -352,7 +352,8 @@ def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: 
         artifact = None
     size = models.folder_bytes(out, artifact)
     # the manifest's mode is the method's kind (full, lora, ia3): what a loader needs, whatever params calls it
-    manifest = {"mode": kind, "base_model": p.base.model, "loss": p.train.loss, **models.recipe_notes(p.train.method(mode))}
+    manifest = {"mode": kind, "base_model": p.base.model, "loss": p.train.loss,
+                **models.recipe_notes(p.train.method(mode))}
     models.write_fingerprint(out, manifest, texts, probe, np.load(base_dir / models.PROBE))
     log.info("%s: %d steps in %.1f s, final loss %.4f, artifact %.2f MB", mode, result.steps, result.wall_s,
              result.final_loss, size / 1e6)
