@@ -260,6 +260,19 @@ def test_report_says_at_which_learning_rates_and_how_they_were_chosen(inputs):
     assert "successive halving on dev AUC: 3 x 5 steps, then 2 x 10 steps (35 trial steps; the run itself is 40)" in html
 
 
+def test_an_edge_note_pointing_up_is_qualified_when_the_run_at_that_rate_fell(inputs):
+    """The search's note says a better rate may lie above its choice (the largest tried); when the whole run at
+    that rate collapsed (LoRA+ on the harder demo) the report says to look below it instead."""
+    edge = dict(TRIALS, lr=1e-2, note="chose the largest rate tried (0.01): a better rate may lie beyond it")
+    fell = {m: {"train/loss": [(10, 0.5), (20, 0.3), (30, 0.3)], "dev/auc": [(10, 0.9), (20, 0.6), (30, 0.7)]}
+            for m in ("full", "lora")}
+    fell["full"]["dev/auc"] = [(10, 0.9), (20, 0.95), (30, 0.951)]
+    train = {m: dict(inputs.train[m], lr=1e-2) for m in ("full", "lora")}
+    html, _ = build(_with(inputs, tune={"full": dict(edge), "lora": dict(edge)}, curves=fell, train=train))
+    assert html.count("a better rate may lie beyond it") == 2
+    assert html.count("the whole run at this rate was unstable") == 1  # LoRA's, not full's (it levelled off)
+
+
 def test_report_warns_at_the_top_when_the_headline_rests_on_a_flagged_run(inputs):
     rising = {m: {"train/loss": [(10, 0.5), (20, 0.3)], "dev/auc": [(10, 0.7), (20, 0.9)]} for m in ("full", "lora")}
     rising["full"]["dev/auc"] = [(10, 0.9), (20, 0.901)]
@@ -515,7 +528,7 @@ def test_the_report_scales_to_more_methods():
     """#36: methods are data. Four tuned methods get a column, a paired row against the base and against the
     reference (full), their share of full's gain, a point on every chart, and a verdict naming the best
     method on each axis and what the intervals can tell apart; the comparison keys follow one pattern."""
-    from pairtune.report import compare, verdict_axes
+    from pairtune.report import _diff, _pair_compact, compare, verdict_axes
 
     methods = ("full", "lora", "dora", "ia3")
     inp = _make_inputs(methods=methods)
@@ -545,6 +558,14 @@ def test_the_report_scales_to_more_methods():
     assert "full lr 0.001, alpha 0.7; LoRA lr 0.001, alpha 0.6; dora lr 0.001, alpha 0.6" in line
     two = build(_make_inputs())[0]
     assert html.count("<img ") == two.count("<img ")  # every chart still drawn, none dropped
+    # the line's figures as a table under it, a row a method: read across, not out of a six-method sentence
+    table = html.split('<p class="verdict">')[2].split("</table>", 1)[0]
+    assert "<th>eval AUC</th><th>minus full</th><th>general retention</th>" in table
+    rows = table.split("<tr>")[2:]
+    assert [r.split("</td>")[0].split(">")[-1] for r in rows] == ["full fine-tuning", "LoRA", "dora", "ia3"]
+    assert "<td>reference</td>" in rows[0] and f"{_diff(comp, 'op_ia3_vs_full_retention')}" in rows[3]
+    assert _pair_compact(comp, "dora", "full", "auc", {"dora": 0.7, "full": 0.9}) in rows[2]
+    assert "<th>general retention</th>" not in two.split("<h2>")[0]  # two methods: the line says it all
 
 
 def test_the_report_of_one_method_compares_it_with_the_base_only():

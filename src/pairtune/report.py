@@ -855,11 +855,18 @@ def export_notes(inp: Inputs) -> list[str]:
 
 def _tune_rows(inp: Inputs) -> list[dict[str, str]]:
     """One row per mode: the learning rate it trained at and how that was chosen."""
-    rows = []
+    rows, found = [], diagnoses(inp)
     for mode in inp.methods:
         rec, lr = inp.tune.get(mode, {}), inp.train.get(mode, {}).get("lr")
         if lr is None:
             continue
+        note = rec.get("note")
+        finding = found.get(mode, ("", ""))[0]
+        top = max((t["lr"] for t in rec.get("trials", [])), default=math.inf)
+        if note and finding in ("unstable", "over_fitted") and lr >= top:
+            # the edge note points up; a full-length run that fell from its peak at that rate says the opposite
+            note += (f"; yet the whole run at this rate was {finding.replace('_', '-')} (below): the short trials "
+                     "ranked a rate the whole run does not bear, so look below it instead")
         if rec.get("searched"):
             rungs = sorted({(t["rung"], t["steps"]) for t in rec["trials"]})
             kind = "successive halving" if len(rungs) > 1 else "one trial per candidate"
@@ -869,7 +876,7 @@ def _tune_rows(inp: Inputs) -> list[dict[str, str]]:
                    + (f"; tried past the grid's edge: {', '.join(f'{x:g}' for x in rec['extended'])}"
                       if rec.get("extended") else "")
                    + ("; ties by trial retention" if rec.get("tie_break") == "retention" else "")
-                   + (f". Note: it {rec['note']}" if rec.get("note") else ""))
+                   + (f". Note: it {note}" if note else ""))
         else:
             how = "set in params.yaml (train.<mode>.lr is a number): no search"
         rows.append({"mode": label(mode), "lr": f"{lr:g}", "how": how})
@@ -979,9 +986,7 @@ def verdict_axes(inp: Inputs, comparison: dict[str, float]) -> str:
         why = f"the general set was skipped ({skipped})" if skipped else "there is no general set (general.path)"
         return (f"{out}. The verdict is one-axis: {why}, so what tuning cost outside this data is not measured. "
                 f"{seeds_note(c)}")
-    # one seed: the interpolate stage's retention and interval; several: their means and seed-aware intervals
-    it = {m: {k: c[f"op_{m}_{k}"] if "op_seeds" in c else inp.interpolate[m][k]
-              for k in ("retention", "retention_ci_low", "retention_ci_high")} for m in inp.methods}
+    it = _op_retention(inp, c)
     kept = [f"{it[m]['retention']:.2f} [{it[m]['retention_ci_low']:.2f}, {it[m]['retention_ci_high']:.2f}] ({short(m)})"
             for m in inp.methods]
     r = {m: it[m]["retention"] for m in inp.methods}
@@ -995,6 +1000,40 @@ def verdict_axes(inp: Inputs, comparison: dict[str, float]) -> str:
         said = f"{label(ref)} keeps {r[ref]:.2f} of the base's general similarity"
     return (f"{out}; general retention (Spearman / the base's) {_and(kept)}{minus}. In short: {said}. "
             f"{_shipped(inp, c)} {seeds_note(c)}")
+
+
+def _op_retention(inp: Inputs, c: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Each method's general retention at its operating point with its interval: the interpolate stage's for one
+    seed; for several, the seeds' means and seed-aware intervals."""
+    return {m: {k: c[f"op_{m}_{k}"] if "op_seeds" in c else inp.interpolate[m][k]
+                for k in ("retention", "retention_ci_low", "retention_ci_high")} for m in inp.methods}
+
+
+def glance(inp: Inputs, c: dict[str, float]) -> dict[str, Any] | None:
+    """With three methods or more, the verdict's figures as a table under it (the sentences list them all, which
+    reads as a wall at six): a row a method at its operating point, each axis with its interval and minus the
+    reference with the paired one, and the trade-off in a few words. None with two methods or no operating point."""
+    key, ref = primary(inp), inp.ref
+    if len(inp.methods) < 3 or f"op_{ref}_alpha" not in c:
+        return None
+    two_axes = f"op_{ref}_retention" in c and all(f"op_{o}_vs_{ref}_retention_diff" in c for o in inp.others)
+    it = _op_retention(inp, c) if two_axes else {}
+    r = {m: it[m]["retention"] for m in it}
+    head = ["method", "lr, alpha", f"eval {NAMES[key]}", f"minus {short(ref)}"]
+    if two_axes:
+        head += ["general retention", f"minus {short(ref)}", f"against {short(ref)}"]
+    rows = []
+    for m in inp.methods:
+        lr = inp.train.get(m, {}).get("lr")
+        point = (f"{lr:g}, " if lr is not None else "") + f"{c[f'op_{m}_alpha']:g}"
+        row = [label(m), point, _with_ci(c, f"op_{m}_{key}"),
+               "reference" if m == ref else _diff(c, f"op_{m}_vs_{ref}_{key}")]
+        if two_axes:
+            row += [f"{r[m]:.2f} [{it[m]['retention_ci_low']:.2f}, {it[m]['retention_ci_high']:.2f}]",
+                    "" if m == ref else _diff(c, f"op_{m}_vs_{ref}_retention"),
+                    "" if m == ref else _pair_compact(c, m, ref, key, r)]
+        rows.append(row)
+    return {"head": head, "rows": rows}
 
 
 def _as_trained(first: str, second: str) -> str:
@@ -1060,7 +1099,7 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
     html = template.render(
         title=" vs ".join(["base", *(label(n) for n in inp.methods)]),
         verdict=_as_trained(verdict(inp, comparison), axes),
-        verdict_axes=axes, summary=error_summary(inp), charts=charts(inp), rows=rows, models=models,
+        verdict_axes=axes, glance=glance(inp, comparison), summary=error_summary(inp), charts=charts(inp), rows=rows, models=models,
         methods=[(n, short(n)) for n in inp.methods], ref=(ref, short(ref), label(ref)),
         deltas=len(inp.methods) <= 2,  # a difference column a method: readable up to two, then the paired table
         others=[(n, short(n)) for n in inp.others],
