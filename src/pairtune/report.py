@@ -853,9 +853,10 @@ def export_notes(inp: Inputs) -> list[str]:
             for variant, why in inp.exports[mode].get("status", {}).items() if why != "ok"]
 
 
-def _tune_rows(inp: Inputs) -> list[dict[str, str]]:
-    """One row per mode: the learning rate it trained at and how that was chosen."""
-    rows, found = [], diagnoses(inp)
+def _tune_rows(inp: Inputs, found: dict[str, tuple[str, str]]) -> list[dict[str, str]]:
+    """One row per mode: the learning rate it trained at and how that was chosen (`found`: diagnoses(inp), which
+    qualifies a search note the run contradicts)."""
+    rows = []
     for mode in inp.methods:
         rec, lr = inp.tune.get(mode, {}), inp.train.get(mode, {}).get("lr")
         if lr is None:
@@ -1099,7 +1100,8 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
     html = template.render(
         title=" vs ".join(["base", *(label(n) for n in inp.methods)]),
         verdict=_as_trained(verdict(inp, comparison), axes),
-        verdict_axes=axes, glance=glance(inp, comparison), summary=error_summary(inp), charts=charts(inp), rows=rows, models=models,
+        verdict_axes=axes, glance=glance(inp, comparison), summary=error_summary(inp), charts=charts(inp), rows=rows,
+        models=models,
         methods=[(n, short(n)) for n in inp.methods], ref=(ref, short(ref), label(ref)),
         deltas=len(inp.methods) <= 2,  # a difference column a method: readable up to two, then the paired table
         others=[(n, short(n)) for n in inp.others],
@@ -1111,7 +1113,7 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
         absent=[f for k, f in (("by_category", "category"), ("by_pair_type", "pair_type")) if not has_groups(inp, k)],
         retention=_retention_rows(inp), exports=_export_rows(inp), top_notes=top_notes(inp, found),
         diagnosis=[(label(mode), finding, sentence) for mode, (finding, sentence) in found.items()],
-        tune=_tune_rows(inp),
+        tune=_tune_rows(inp, found),
         seed_rows=seed_rows(inp), seeds_cost={n: inp.seeds[n].get("wall_s") for n in inp.methods
                                               if inp.seeds.get(n, {}).get("wall_s")},
         alpha_rule=alpha_rule(inp.params),
