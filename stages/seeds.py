@@ -1,14 +1,14 @@
 """seeds: retrain a method at more training seeds, at its chosen operating point (params `seeds`).
 
 Reads params `seed`, `seeds.n`, `base.model`, `data.positive_threshold`, the train.* keys the train stage reads,
-`general.*`, `evaluate.batch_size`, <data>/{train,dev,eval}.jsonl, the base fingerprint <base>, <tune> (the
-learning rate train used) and <chosen> (the interpolate stage's chosen alpha and the base's general scores).
+`general.*`, `evaluate.batch_size`, <data>/{train,dev,eval}.jsonl, the base fingerprint <base>, <trained> (train's
+record: the learning rate it trained at, after any retry) and <chosen> (the interpolate stage's chosen alpha and the base's general scores).
 With seeds.n = 1 it trains nothing (and imports no torch). With N > 1 it trains N - 1 more runs (seeds seed+1
 ... seed+N-1), blends each at the chosen alpha and scores eval and the general set.
 Writes <out>/points.json: the lr, alpha, seeds and, per extra seed, its figures and its scores pair by pair
 (the report's seed-aware intervals), with what they cost.
 Run: python stages/seeds.py --mode lora --data data/prepared --base models/base \
-         --tune plots/tune/lora/choice.json --chosen plots/interpolate/lora/chosen.json --out plots/seeds/lora
+         --trained dvclive/train_lora/train.json --chosen plots/interpolate/lora/chosen.json --out plots/seeds/lora
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ log = logging.getLogger("seeds")
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for flag in ("--data", "--base", "--tune", "--chosen", "--out"):
+    for flag in ("--data", "--base", "--trained", "--chosen", "--out"):
         ap.add_argument(flag, required=True)
     ap.add_argument("--mode", required=True, help="a method: a section of params train (train.methods)")
     ap.add_argument("--params", default="params.yaml")
@@ -41,10 +41,8 @@ def main(argv: list[str] | None = None) -> None:
 
         from pairtune import seeds
         from pairtune.data import is_binary, read_pairs, read_prepared
-        from pairtune.training import chosen_lr
 
-        lr = chosen_lr(args.mode, p.train.method(args.mode).lr,
-                       json.loads(Path(args.tune).read_text(encoding="utf-8")))
+        lr = float(json.loads(Path(args.trained).read_text(encoding="utf-8"))["lr"])
         chosen = json.loads(Path(args.chosen).read_text(encoding="utf-8"))
         data = {s: read_prepared(f"{args.data}/{s}.jsonl") for s in ("train", "dev", "eval")}
         general = read_pairs(p.general.path, p.general) if p.general.path and "general_base_scores" in chosen else None

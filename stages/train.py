@@ -1,8 +1,9 @@
 """train: fine-tune the base model on the prepared pairs, fully or with a LoRA adapter.
 
 Reads params `seed`, `data.positive_threshold`, `train.*` (shared keys and the mode's own section),
-<data>/{train,dev}.jsonl, the base fingerprint <base> and <tune> (the learning rate chosen on dev, used when
-`train.<mode>.lr` is auto). Writes <out>/ (a SentenceTransformer folder for
+`tune.{metric,tie,retries,retry_factor}`, <data>/{train,dev}.jsonl, the base fingerprint <base> and <tune> (the
+learning rate chosen on dev, used when `train.<mode>.lr` is auto). A searched rate whose whole run came apart on
+dev is trained again at a lower rate (tune.retries; pairtune.training.train_checked); train.json says so. Writes <out>/ (a SentenceTransformer folder for
 `full`, adapter files only for `lora`, plus the probe fingerprint), <metrics> (training cost under the mode's
 name) and in <live> the DVCLive curves and train.json (the full record: knobs as decided, machine, sizes).
 Run: python stages/train.py --mode lora --data data/prepared --base models/base --out models/lora \
@@ -22,7 +23,8 @@ from pathlib import Path
 from pairtune import distributed, io, models, params
 from pairtune.data import is_binary, read_prepared
 from pairtune.errors import run_stage, setup_logging
-from pairtune.training import chosen_lr, steps_per_epoch, train_mode
+from pairtune.training import chosen_lr, steps_per_epoch, train_checked, train_mode
+from pairtune.tune import metric_for
 
 log = logging.getLogger("train")
 
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     record = json.loads(Path(args.tune).read_text(encoding="utf-8")) if args.tune else None
     lr = chosen_lr(args.mode, p.train.method(args.mode).lr, record)
+    searched = p.train.method(args.mode).lr == "auto"  # a searched rate is checked at full length (tune.retries)
     train_pairs = read_prepared(f"{args.data}/train.jsonl")
     dev_pairs = read_prepared(f"{args.data}/dev.jsonl")
     log.info("%d train pairs, %d steps per epoch, %d epochs%s", len(train_pairs),
@@ -58,14 +61,19 @@ def main(argv: list[str] | None = None) -> None:
             train_mode(args.mode, p, train_pairs, dev_pairs, is_binary(train_pairs + dev_pairs), args.base,
                        scratch, None, lr)
         return
+    binary = is_binary(train_pairs + dev_pairs)
     with io.atomic_dir(args.out) as tmp:
-        metrics = train_mode(args.mode, p, train_pairs, dev_pairs, is_binary(train_pairs + dev_pairs),
-                             args.base, tmp, args.live, lr)
+        if searched:
+            metrics = train_checked(args.mode, p, train_pairs, dev_pairs, binary, args.base, tmp, args.live, lr,
+                                    metric_for(p.tune, binary))
+        else:
+            metrics = train_mode(args.mode, p, train_pairs, dev_pairs, binary, args.base, tmp, args.live, lr)
         models.load_model(tmp, "cpu")  # refuse to publish a model that does not reload as trained
     # The full record (knobs as decided, machine, sizes) beside the curves; the metrics file keeps only the
     # cost a person compares across experiments. The wall time stays out of the record so a rerun that
     # trains the same bytes leaves the DVCLive folder (a cached out) byte-identical.
-    io.write_json(Path(args.live) / "train.json", {k: v for k, v in metrics.items() if k != "train_wall_s"})
+    # (the dev curve is DVCLive's, beside it)
+    io.write_json(Path(args.live) / "train.json", {k: v for k, v in metrics.items() if k not in ("train_wall_s", "dev")})
     io.write_json(args.metrics, {args.mode: {"train_s": metrics["train_wall_s"],
                                              "mb": round(metrics["artifact_bytes"] / 1e6, 3)}})
 

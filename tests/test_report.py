@@ -273,6 +273,24 @@ def test_an_edge_note_pointing_up_is_qualified_when_the_run_at_that_rate_fell(in
     assert html.count("the whole run at this rate was unstable") == 1  # LoRA's, not full's (it levelled off)
 
 
+def test_a_retried_run_is_told_where_the_rate_is(inputs):
+    """#32: the search chose 0.01, the whole run there came apart on dev and was trained again at 0.005 (train.json's
+    `retried`): the headline, the search table and the edge note say so; the cost table shows no retry columns."""
+    edge = dict(TRIALS, lr=1e-2, note="chose the largest rate tried (0.01): a better rate may lie beyond it")
+    retried = [{"lr": 1e-2, "dev_auc_first": 0.79, "dev_auc_end": 0.66}, {"lr": 5e-3, "dev_auc_first": 0.8,
+                                                                          "dev_auc_end": 0.9}]
+    train = {"full": inputs.train["full"], "lora": dict(inputs.train["lora"], lr=5e-3, searched_lr=1e-2, retried=retried)}
+    html, _ = build(_with(inputs, tune={"full": {"lr": 1e-3, "searched": 0}, "lora": edge}, train=train))
+    head = html.split('<p class="verdict">')[1].split("</p>")[0]
+    assert ("LoRA at lr 0.005 (chosen on dev among 3 rates; its whole run at 0.01 came apart on dev, so it was "
+            "trained again lower (tune.retries))") in head
+    assert ("Checked at full length (tune.retries): lr 0.01 ended at dev AUC 0.660, its first epoch 0.790; lr 0.005 "
+            "ended at dev AUC 0.900, its first epoch 0.800; kept lr 0.005, the run ending higher on dev") in html
+    assert "yet the whole run at that rate came apart (below), so look below it instead" in html
+    cost = html.split("<h2>Cost</h2>", 1)[1].split("</table>", 1)[0]
+    assert "retried" not in cost and "searched_lr" not in cost
+
+
 def test_report_warns_at_the_top_when_the_headline_rests_on_a_flagged_run(inputs):
     rising = {m: {"train/loss": [(10, 0.5), (20, 0.3)], "dev/auc": [(10, 0.7), (20, 0.9)]} for m in ("full", "lora")}
     rising["full"]["dev/auc"] = [(10, 0.9), (20, 0.901)]

@@ -64,6 +64,9 @@ def _interpolate(interpolate_stage, trained) -> None:
                             "--plots", str(trained / "plots/seeds_interp"), "--params", str(trained / "params.yaml")])
 
 
+RETRIED_LR = TINY_PARAMS["train"]["lora"]["lr"] / 2
+
+
 def _seeds_stage(trained, n: int, name: str) -> dict:
     import seeds as seeds_stage  # stages/seeds.py
 
@@ -72,10 +75,12 @@ def _seeds_stage(trained, n: int, name: str) -> dict:
     params = YAML(typ="safe").load((trained / "params.yaml").read_text())  # base.model: the tiny model's folder
     params["seeds"]["n"] = n
     write_params(trained / f"{name}.yaml", params)
-    choice = trained / "plots/seeds_choice.json"
-    choice.write_text(json.dumps({"lr": params["train"]["lora"]["lr"], "searched": 0}))
+    # train's record, as after a retry (tune.retries): trained at half the rate the params name
+    record = {**json.loads((trained / "dvclive/train_lora/train.json").read_text()), "lr": RETRIED_LR}
+    trained_json = trained / "plots/seeds_trained.json"
+    trained_json.write_text(json.dumps(record))
     seeds_stage.main(["--mode", "lora", "--data", str(trained / "data/prepared"), "--base", str(trained / "models/base"),
-                      "--tune", str(choice), "--chosen", str(trained / "plots/seeds_interp/chosen.json"),
+                      "--trained", str(trained_json), "--chosen", str(trained / "plots/seeds_interp/chosen.json"),
                       "--out", str(trained / f"plots/{name}"), "--params", str(trained / f"{name}.yaml")])
     return json.loads((trained / f"plots/{name}/points.json").read_text())
 
@@ -85,7 +90,7 @@ def test_the_stage_retrains_at_the_operating_point_and_n_1_trains_nothing(traine
     assert _seeds_stage(trained, 1, "seeds_one") == {"n": 1, "seeds": [TINY_PARAMS["seed"]], "extra": []}
     rec = _seeds_stage(trained, 2, "seeds_two")
     assert rec["n"] == 2 and rec["seeds"] == [TINY_PARAMS["seed"], TINY_PARAMS["seed"] + 1]
-    assert rec["alpha"] == chosen["alpha"] and rec["lr"] == TINY_PARAMS["train"]["lora"]["lr"]
+    assert rec["alpha"] == chosen["alpha"] and rec["lr"] == RETRIED_LR  # the rate train used, not the params'/search's
     (point,) = rec["extra"]
     assert point["seed"] == TINY_PARAMS["seed"] + 1
     assert len(point["eval_scores"]) == len(chosen["eval_scores"])

@@ -111,6 +111,8 @@ def test_chosen_lr_a_number_or_the_search_result():
     (("tune", "rungs"), 0, "tune.rungs: 0 is outside [1, 10]"),
     (("tune", "tie"), 2.0, "tune.tie: 2.0 is outside [0, 1]"),
     (("tune", "extend"), 11, "tune.extend: 11 is outside [0, 10]"),
+    (("tune", "retries"), -1, "tune.retries: -1 is outside [0, 10]"),
+    (("tune", "retry_factor"), 1.0, "tune.retry_factor: 1.0 is outside [0.01, 0.99]"),
 ])
 def test_bad_search_params_are_one_line(key, value, message):
     raw = json.loads(json.dumps(TINY_PARAMS))
@@ -199,3 +201,66 @@ def test_a_choice_still_at_the_edge_is_noted():
                                                               "may lie beyond it; raise tune.extend")
     assert "smallest rate tried (0.0002)" in tune.edge_note("lora", 2e-4, tried, [])
     assert "(0.004, 1 past the grid (tune.extend))" in tune.edge_note("lora", 4e-3, [*tried, 4e-3], [4e-3])
+
+
+@pytest.mark.parametrize("curve, margin, apart", [
+    ([0.70, 0.80, 0.85, 0.86], 0.002, False),  # a run that learns
+    ([0.95, 0.97, 0.968], 0.002, False),  # fell from its peak, still above its first epoch: over-fitted, not apart
+    ([0.790, 0.789], 0.002, False),  # within the margin of its first epoch: noise
+    ([0.79, 0.58, 0.63, 0.66], 0.002, True),  # LoRA+ on the harder demo (bench/methods.json)
+    ([0.80], 0.002, False),  # one epoch: nothing to compare
+    ([], 0.002, False),
+])
+def test_a_run_came_apart_when_it_ends_below_its_first_epoch(curve, margin, apart):
+    from pairtune.training import came_apart
+
+    assert came_apart(curve, margin) is apart
+
+
+def _checked(trained, tmp_path, name, lr, **tune_keys):
+    """train_checked on the tiny model: LoRA for two epochs (a first and a last dev figure each run)."""
+    from dataclasses import replace
+
+    from pairtune.data import read_prepared
+    from pairtune.training import train_checked
+
+    p = params.load(trained / "params.yaml")
+    p = replace(p, train=replace(p.train, epochs=2), tune=replace(p.tune, **tune_keys))
+    out, live = tmp_path / name, tmp_path / f"{name}_live"
+    out.mkdir()
+    data = [read_prepared(trained / f"data/prepared/{s}.jsonl") for s in ("train", "dev")]
+    return p, out, live, train_checked("lora", p, *data, True, str(trained / "models/base"), out, str(live), lr, "auc")
+
+
+def test_a_searched_rate_whose_run_came_apart_is_trained_again_lower_and_the_better_run_kept(trained, tmp_path):
+    """#32: the whole run at the search's choice is checked on dev. A margin of -1 makes every run 'come apart' (AUCs
+    differ by less than 1), so this drives the retries through real training; which run is kept is dev's call."""
+    import numpy as np
+
+    from pairtune import models
+    from pairtune.data import read_prepared
+    from pairtune.training import train_mode
+
+    p, out, live, m = _checked(trained, tmp_path, "apart", 1e-2, tie=-1.0, retries=2, retry_factor=0.5)
+    assert [r["lr"] for r in m["retried"]] == [1e-2, 5e-3, 2.5e-3] and m["searched_lr"] == 1e-2
+    ends = [r["dev_auc_end"] for r in m["retried"]]
+    kept = max(range(3), key=lambda i: (ends[i], i))
+    assert m["lr"] == m["retried"][kept]["lr"] and m["dev"][-1]["auc"] == ends[kept]
+    assert m["train_wall_s"] > 0 and len(m["dev"]) == 2
+    models.load_model(out)  # the kept run's folder, whole, through the guard
+    # the same bytes a plain run at the kept rate writes, and its curves beside them
+    again = tmp_path / "again"
+    again.mkdir()
+    data = [read_prepared(trained / f"data/prepared/{s}.jsonl") for s in ("train", "dev")]
+    train_mode("lora", p, *data, True, str(trained / "models/base"), again, None, m["lr"])
+    np.testing.assert_array_equal(np.load(out / "probe.npy"), np.load(again / "probe.npy"))
+    rows = (live / "plots/metrics/dev/auc.tsv").read_text().splitlines()
+    assert len(rows) == 3 and float(rows[-1].split("\t")[-1]) == pytest.approx(ends[kept], abs=1e-6)
+    assert not [q for q in tmp_path.iterdir() if q.name.startswith(".retry-")]  # no scratch left behind
+
+
+def test_a_run_that_did_not_come_apart_is_trained_once(trained, tmp_path):
+    _, out, _, m = _checked(trained, tmp_path, "whole", 1e-2, tie=1.0)  # margin 1: no run can come apart
+    assert "retried" not in m and "searched_lr" not in m and m["lr"] == 1e-2
+    _, _, _, off = _checked(trained, tmp_path, "off", 1e-2, tie=-1.0, retries=0)  # retries 0: never again
+    assert "retried" not in off

@@ -220,6 +220,8 @@ class Tune:
     rungs: int = dataclasses.field(metadata={"range": (1, 10)})  # halving rounds: each keeps the better half, 2x steps
     tie: float = _share()  # dev metric within this of the best is a tie: more trial retention, then the smaller lr
     extend: int = dataclasses.field(metadata={"range": (0, 10)})  # rates tried past a grid edge the best sits on
+    retries: int = dataclasses.field(metadata={"range": (0, 10)})  # whole runs that came apart on dev, trained again
+    retry_factor: float = dataclasses.field(metadata={"range": (0.01, 0.99)})  # ... at this x the rate
     # every other key of tune: a method's candidate learning rates (tune.<name>: [...]); its own key, not a field
     # of train.<name>, so a grid that changes but chooses the same rate retrains nothing (DVC params per stage)
     grids: dict[str, tuple[float, ...]] = dataclasses.field(metadata={"rest": True})

@@ -615,6 +615,12 @@ def _moved(comparison: dict[str, float], b: str, a: str, key: str) -> int:
     return 1 if lo > 0 else -1 if hi < 0 else 0
 
 
+def _retried(inp: Inputs, mode: str) -> float | None:
+    """The searched rate whose whole run came apart on dev and was trained again (train.json), or None."""
+    rec = inp.train.get(mode, {})
+    return rec.get("searched_lr") if rec.get("retried") else None
+
+
 def learning_rates(inp: Inputs) -> str:
     """Which learning rate each mode trained at, and where it came from."""
     parts = []
@@ -626,6 +632,8 @@ def learning_rates(inp: Inputs) -> str:
             how = (f"chosen on dev among {len({t['lr'] for t in rec['trials']})} rates"
                    + (f", {past} past the grid" if past else "") if rec.get("searched")
                    else "set in params.yaml, not searched")
+            if retried := _retried(inp, mode):
+                how += f"; its whole run at {retried:g} came apart on dev, so it was trained again lower (tune.retries)"
             parts.append(f"{label(mode)} at lr {lr:g} ({how})")
     return "; ".join(parts)
 
@@ -864,7 +872,10 @@ def _tune_rows(inp: Inputs, found: dict[str, tuple[str, str]]) -> list[dict[str,
         note = rec.get("note")
         finding = found.get(mode, ("", ""))[0]
         top = max((t["lr"] for t in rec.get("trials", [])), default=math.inf)
-        if note and finding in ("unstable", "over_fitted") and lr >= top:
+        retry = inp.train.get(mode, {}).get("retried", [])
+        if note and retry:
+            note += "; yet the whole run at that rate came apart (below), so look below it instead"
+        elif note and finding in ("unstable", "over_fitted") and lr >= top:
             # the edge note points up; a full-length run that fell from its peak at that rate says the opposite
             note += (f"; yet the whole run at this rate was {finding.replace('_', '-')} (below): the short trials "
                      "ranked a rate the whole run does not bear, so look below it instead")
@@ -877,7 +888,11 @@ def _tune_rows(inp: Inputs, found: dict[str, tuple[str, str]]) -> list[dict[str,
                    + (f"; tried past the grid's edge: {', '.join(f'{x:g}' for x in rec['extended'])}"
                       if rec.get("extended") else "")
                    + ("; ties by trial retention" if rec.get("tie_break") == "retention" else "")
-                   + (f". Note: it {note}" if note else ""))
+                   + (f". Note: it {note}" if note else "")
+                   + (". Checked at full length (tune.retries): " + "; ".join(
+                       f"lr {r['lr']:g} ended at dev {NAMES.get(rec['metric'], rec['metric'])} "
+                       f"{r['dev_' + rec['metric'] + '_end']:.3f}, its first epoch {r['dev_' + rec['metric'] + '_first']:.3f}"
+                       for r in retry) + f"; kept lr {lr:g}, the run ending higher on dev" if retry else ""))
         else:
             how = "set in params.yaml (train.<mode>.lr is a number): no search"
         rows.append({"mode": label(mode), "lr": f"{lr:g}", "how": how})
@@ -1089,7 +1104,9 @@ def build(inp: Inputs) -> tuple[str, dict[str, float]]:
             rows.append({"label": title, "group": "G", "values": [_fmt(v) for v in vals],
                          "delta": [_fmt(v - vals[0]) for v in vals[1:]], "shares": [""] * len(inp.others), "ci": ci})
     # learning rates as params.yaml and the verdict write them (2e-04 beside 0.004 read as two formats)
-    cost = [{"mode": mode, **{k: f"{v:g}" if k == "lr" else _fmt(v) for k, v in inp.train[mode].items()},
+    # a retry's record (tune.retries) is told in the learning-rate table, not a column of this one
+    cost = [{"mode": mode, **{k: f"{v:g}" if k == "lr" else _fmt(v) for k, v in inp.train[mode].items()
+                              if k not in ("retried", "searched_lr")},
              "artifact_mb": f"{inp.train[mode]['artifact_bytes'] / 1e6:.2f}"} for mode in inp.methods]
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True), trim_blocks=True,
                       lstrip_blocks=True)

@@ -39,6 +39,7 @@ class TrainResult:
     compact_embedding: bool
     bf16: bool
     pretokenized: bool  # each step's batch assembled from token ids stored up front (pairtune.fastpath)
+    dev: tuple[dict[str, float], ...] = ()  # dev AUC and Spearman at each epoch's end (epoch_eval), in order
 
 
 def _one_pass(cls: type) -> type:
@@ -238,11 +239,13 @@ def train(model: SentenceTransformer, train_pairs: list[dict[str, Any]], dev_pai
         trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
         history = trainer.state.log_history
     losses_seen = [h["loss"] for h in history if "loss" in h]
+    dev = tuple({"auc": float(h["eval_dev_auc"]), "spearman": float(h["eval_dev_spearman"])}
+                for h in history if "eval_dev_auc" in h)
     best_metric = trainer.state.best_metric if best else None
     return TrainResult(steps=output.global_step, final_loss=float(losses_seen[-1] if losses_seen else output.training_loss),
                        wall_s=wall, best_dev_spearman=best_metric, packed=active.packed,
                        fast_dropout=active.fast_dropout, compact_embedding=active.compact_embedding,
-                       bf16=knobs.bf16, pretokenized=pre is not None)
+                       bf16=knobs.bf16, pretokenized=pre is not None, dev=dev)
 
 
 def plain_live(live_dir: str) -> Any:
@@ -367,4 +370,73 @@ def train_mode(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: 
                "processes": distributed.world()[1]}
     if result.best_dev_spearman is not None:
         metrics["best_dev_spearman"] = round(result.best_dev_spearman, 6)
+    # the model as kept: the last epoch, or under checkpoint best the epoch with the best dev Spearman
+    kept = (max(range(len(result.dev)), key=lambda i: result.dev[i]["spearman"]) if p.train.checkpoint == "best"
+            else len(result.dev) - 1)
+    metrics["dev"] = [{k: round(v, 6) for k, v in e.items()} for e in result.dev[:kept + 1]]  # not in train.json
     return metrics
+
+
+def came_apart(curve: list[float], margin: float) -> bool:
+    """Whether a run's dev curve (one figure an epoch, up to the model kept) ends more than `margin` below its
+    first epoch. A run at a workable rate improves on its first epoch; one that ends under it diverged. The short
+    tune trials cannot see this (LoRA+ on the harder demo: its 69-step trial at 2e-3 was the best, the whole
+    run reached 0.79 dev AUC after epoch 1 and ended at 0.66; bench/methods.json), and interpolation cannot buy
+    it back. Every whole run of bench/operating.json (three datasets, two methods, four or five rates) ended
+    above its first epoch."""
+    return len(curve) > 1 and curve[-1] < curve[0] - margin
+
+
+def train_checked(mode: str, p: Any, train_pairs: list[dict[str, Any]], dev_pairs: list[dict[str, Any]],
+                  binary: bool, base_dir: str, out: Any, live_dir: str | None, lr: float, metric: str,
+                  ) -> dict[str, Any]:
+    """`train_mode` at the searched rate `lr`, checked at full length: a run that came apart on dev
+    (`came_apart`, margin tune.tie, dev `metric`) is trained again at tune.retry_factor x its rate, up to
+    tune.retries times, and the run that ends higher on dev is kept in `out` and `live_dir` (dev only: eval is
+    never read). The metrics say so under `retried` (every run: lr, first and last dev figure); `train_wall_s` is
+    every run's, what the user waited for."""
+    import shutil
+    from pathlib import Path
+
+    from pairtune import distributed
+
+    runs = [(Path(out), live_dir, train_mode(mode, p, train_pairs, dev_pairs, binary, base_dir, out, live_dir, lr))]
+    if distributed.world()[1] > 1:  # the other workers cannot follow a retry: DDP runs once, as searched
+        return runs[0][2]
+
+    def curve(m: dict[str, Any]) -> list[float]:
+        return [e[metric] for e in m["dev"]]
+
+    with tempfile.TemporaryDirectory(prefix=".retry-", dir=Path(out).parent) as scratch:
+        rate = lr
+        for i in range(1, p.tune.retries + 1):
+            last = curve(runs[-1][2])
+            if not came_apart(last, p.tune.tie):
+                break
+            rate = float(f"{rate * p.tune.retry_factor:.3g}")
+            log.warning("%s: the whole run at lr %g came apart on dev (%s %.4f after the first epoch, %.4f at the "
+                        "end): training again at lr %g (tune.retries)", mode, runs[-1][2]["lr"], metric, last[0],
+                        last[-1], rate)
+            folder, live = Path(scratch) / f"model{i}", Path(scratch) / f"live{i}"
+            live_i = str(live) if live_dir else None
+            runs.append((folder, live_i,
+                         train_mode(mode, p, train_pairs, dev_pairs, binary, base_dir, folder, live_i, rate)))
+        if len(runs) == 1:
+            return runs[0][2]
+        keep = max(range(len(runs)), key=lambda i: (curve(runs[i][2])[-1], i))  # a tie: the lower rate
+        folder, live, metrics = runs[keep]
+        if keep:
+            for child in Path(out).iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+            for child in folder.iterdir():
+                shutil.move(child, Path(out) / child.name)
+            if live_dir and live:
+                shutil.rmtree(live_dir, ignore_errors=True)
+                shutil.move(live, live_dir)
+    log.warning("%s: kept the run at lr %g (dev %s %.4f at the end)", mode, metrics["lr"], metric, curve(metrics)[-1])
+    return {**metrics, "train_wall_s": round(sum(r[2]["train_wall_s"] for r in runs), 2), "searched_lr": lr,
+            "retried": [{"lr": r[2]["lr"], f"dev_{metric}_first": curve(r[2])[0], f"dev_{metric}_end": curve(r[2])[-1]}
+                        for r in runs]}
