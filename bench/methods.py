@@ -9,7 +9,8 @@ method minus full with the report's paired intervals, trainable parameters, the 
 what the search and the training cost. --dataset hard: the harder demo of bench/operating.py (difficulty up,
 label noise 0.03), where every stage reruns. Results go into bench/methods.json under the dataset's label
 (others kept); `make tables` renders them into docs/results.md.
-Run: python bench/methods.py --dataset demo|hard [--methods full lora dora]
+--merge with --methods: only those rows are replaced, each marked with its own commit and date.
+Run: python bench/methods.py --dataset demo|hard [--methods full lora dora [--merge]]
      (AMD EPYC, flags avx2 avx512f avx512_bf16, 2 cores, 2026-12-07, eight methods: 21 min on the demo, 37
      stages, full's and LoRA's restored from the committed run; 26 min on the harder demo, all 52 stages)
 """
@@ -56,7 +57,7 @@ def record(ws: Path, methods: list[str]) -> dict:
     out = {}
     for m in methods:
         it, live = _read(ws, f"metrics/interpolate/{m}.json"), _read(ws, f"dvclive/train_{m}/train.json")
-        row = {"lr": _read(ws, f"plots/tune/{m}/choice.json")["lr"], "alpha": it["alpha"],
+        row = {"lr": live["lr"], "alpha": it["alpha"],  # the rate it trained at (after any retry)
                "eval_auc": it["eval_auc"], "eval_auc_ci": [it["eval_auc_ci_low"], it["eval_auc_ci_high"]],
                "trainable_params": live["trainable_params"], "artifact_bytes": live["artifact_bytes"],
                "train_s": _read(ws, f"metrics/train/{m}.json")[m]["train_s"],
@@ -66,6 +67,8 @@ def record(ws: Path, methods: list[str]) -> dict:
         row["trials"] = [{k: t[k] for k in ("lr", "rung", "steps", f"dev_{trials['metric']}", "retention") if k in t}
                          for t in trials.get("trials", [])]
         row["extended"] = trials.get("extended", [])
+        if live.get("retried"):  # the search's choice came apart at full length (tune.retries)
+            row.update(searched_lr=live["searched_lr"], retried=live["retried"])
         if "retention" in it:
             row.update(retention=it["retention"], retention_ci=[it["retention_ci_low"], it["retention_ci_high"]])
         for key in ("auc", "retention"):
@@ -81,6 +84,8 @@ def main() -> None:
     ap.add_argument("--dataset", choices=sorted(LABELS), default="demo")
     ap.add_argument("--methods", nargs="+", help="default: every method section of params.yaml, full first")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/methods.json")
+    ap.add_argument("--merge", action="store_true", help="replace only these methods' rows of the dataset's record "
+                    "(each marked with this run's commit and date); default: the record is replaced")
     args = ap.parse_args()
     commit = _sh(ROOT, "git", "rev-parse", "--short", "HEAD").strip()
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,6 +108,14 @@ def main() -> None:
         rows = record(ws, methods)
     ran = [line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")]
     runs = json.loads(args.out.read_text())["runs"] if args.out.exists() else {}
+    if args.merge and LABELS[args.dataset] in runs:
+        kept = runs[LABELS[args.dataset]]
+        today = date.today().isoformat()
+        kept["methods"].update({m: {**r, "commit": commit, "date": today, "repro_s": wall, "stages_run": ran}
+                                for m, r in rows.items()})
+        args.out.write_text(json.dumps({"runs": runs}, indent=2, sort_keys=True) + "\n")
+        print(f"merged {', '.join(rows)} into {args.out} ({len(ran)} stages in {wall:.0f} s)")
+        return
     runs[LABELS[args.dataset]] = {
         "date": date.today().isoformat(), "commit": commit,
         "machine": hardware.machine("cpu").describe() + f", {os.cpu_count()} cores",

@@ -420,7 +420,8 @@ def methods(read: Read) -> str:
                                                                                 kv[0]))):
             minus = {k: _signed_ci(*r[f"minus_full_{k}"], digits=3 if k == "auc" else 2)
                      for k in ("auc", "retention") if f"minus_full_{k}" in r}
-            rows.append([label if i == 0 else "", f"{m} ({r['kind']})", f"{_lr(r['lr'])}, {r['alpha']:g}",
+            lr = _lr(r["lr"]) + (f" (search: {_lr(r['searched_lr'])}, came apart)" if "searched_lr" in r else "")
+            rows.append([label if i == 0 else "", f"{m} ({r['kind']})", f"{lr}, {r['alpha']:g}",
                          _ci(r["eval_auc"], *r["eval_auc_ci"]),
                          _ci(r["retention"], *r["retention_ci"], digits=2) if "retention" in r else "n/a",
                          minus.get("auc", ""), minus.get("retention", ""),
@@ -428,6 +429,9 @@ def methods(read: Read) -> str:
                          f"{r['search_s']:.0f} + {r['train_s']:.0f} s"])
         notes.append(f"- {label}: {run['machine']}; {run['date']}, commit {run['commit']}; its `dvc repro` "
                      f"ran {len(run['stages_run'])} stages in {run['repro_s'] / 60:.0f} min")
+        again = {(r["commit"], r["date"]): [m for m, q in run["methods"].items() if q.get("commit") == r["commit"]]
+                 for r in run["methods"].values() if "commit" in r}
+        notes += [f"  - rerun at commit {c} ({d}): {', '.join(ms)}" for (c, d), ms in again.items()]
     return (_table(["data", "method (kind)", "lr, alpha", "eval AUC [95% CI]", "general retention [95% CI]",
                     "minus full: AUC", "minus full: retention", "size (trainable params)", "search + training"],
                    rows) + "\n" + "\n".join(notes) + "\n")
