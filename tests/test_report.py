@@ -282,8 +282,11 @@ def test_a_retried_run_is_told_where_the_rate_is(inputs):
     train = {"full": inputs.train["full"], "lora": dict(inputs.train["lora"], lr=5e-3, searched_lr=1e-2, retried=retried)}
     html, _ = build(_with(inputs, tune={"full": {"lr": 1e-3, "searched": 0}, "lora": edge}, train=train))
     head = html.split('<p class="verdict">')[1].split("</p>")[0]
-    assert ("LoRA at lr 0.005 (chosen on dev among 3 rates; its whole run at 0.01 came apart on dev, so it was "
-            "trained again lower (tune.retries))") in head
+    assert ("LoRA at lr 0.005 (chosen on dev among 3 rates; its whole run at 0.01 came apart on dev: retrained "
+            "lower, tune.retries)") in head
+    # its curve (the fixture's, still rising) is under-trained: not told to raise the rate that came apart
+    assert "more train.epochs should help (a higher rate, 0.01, came apart at full length)" in html
+    assert "higher learning rate" not in html.split("a LoRA run that", 1)[1].split("Its figures", 1)[0]
     assert ("Checked at full length (tune.retries): lr 0.01 ended at dev AUC 0.660, its first epoch 0.790; lr 0.005 "
             "ended at dev AUC 0.900, its first epoch 0.800; kept lr 0.005, the run ending higher on dev") in html
     assert "yet the whole run at that rate came apart (below), so look below it instead" in html

@@ -633,7 +633,7 @@ def learning_rates(inp: Inputs) -> str:
                    + (f", {past} past the grid" if past else "") if rec.get("searched")
                    else "set in params.yaml, not searched")
             if retried := _retried(inp, mode):
-                how += f"; its whole run at {retried:g} came apart on dev, so it was trained again lower (tune.retries)"
+                how += f"; its whole run at {retried:g} came apart on dev: retrained lower, tune.retries"
             parts.append(f"{label(mode)} at lr {lr:g} ({how})")
     return "; ".join(parts)
 
@@ -686,14 +686,16 @@ def verdict(inp: Inputs, comparison: dict[str, float]) -> str:
     return out + (f" Trained with {rates}." if rates else "")
 
 
-def diagnose(points: list[tuple[float, float]], base: float | None, plateau: float, metric: str) -> tuple[str, str]:
+def diagnose(points: list[tuple[float, float]], base: float | None, plateau: float, metric: str,
+             came_apart: float | None = None) -> tuple[str, str]:
     """One training run read from its own dev curve (one point an epoch): (finding, plain sentence).
 
     did_nothing: the last epoch is no better than the base (by more than `plateau`); unstable: more than
     `plateau` below its best and climbing back over the last epoch (a collapse at the peak learning rate, seen
     with LoRA+ on the harder demo: not an under-trained run, whose cure, more epochs or a higher rate, would be
     the wrong advice); over_fitted: fell more than `plateau` below its best; under_trained: at its best and still
-    rising by more than `plateau` over the last epoch; else flat."""
+    rising by more than `plateau` over the last epoch; else flat. `came_apart`: a higher rate whose whole run came
+    apart (tune.retries), so an under-trained run is not told to raise its rate."""
     vals = [v for _, v in points if not math.isnan(v)]
     if not vals:
         return "unknown", "no dev curve was logged"
@@ -711,8 +713,10 @@ def diagnose(points: list[tuple[float, float]], base: float | None, plateau: flo
         return "over_fitted", (f"peaked at epoch {peak} (dev {metric} {best:.3f}) and fell to {last:.3f}: over-fitted; "
                                "fewer train.epochs, train.checkpoint: best, or a lower learning rate")
     if rising:
+        cure = ("more train.epochs should help (a higher rate, {:g}, came apart at full length)".format(came_apart)
+                if came_apart else "more train.epochs, or a higher learning rate, should help")
         return "under_trained", (f"was still improving at the last epoch (dev {metric} {vals[-2]:.3f} → {last:.3f}): "
-                                 "under-trained; more train.epochs, or a higher learning rate, should help")
+                                 f"under-trained; {cure}")
     return "converged", f"levelled off (dev {metric} {last:.3f}, within {plateau:g} over the last epoch)"
 
 
@@ -726,7 +730,8 @@ def diagnoses(inp: Inputs) -> dict[str, tuple[str, str]]:
     out = {}
     for mode in [n for n in inp.methods if n in inp.curves]:
         series, curve = inp.curves[mode], inp.alpha_curves.get(mode) or [{}]
-        out[mode] = diagnose(series.get(f"dev/{key}", []), curve[0].get(f"dev_{key}"), inp.plateau, NAMES[key])
+        out[mode] = diagnose(series.get(f"dev/{key}", []), curve[0].get(f"dev_{key}"), inp.plateau, NAMES[key],
+                             _retried(inp, mode))
     return out
 
 
