@@ -193,3 +193,9 @@ def test_every_documented_command_is_run_by_a_test_or_says_why_not():
                 broken.append(f"{page.relative_to(ROOT)}: {m['test']} does not read its block with doc_blocks")
     assert unmarked == [], "blocks neither run by a test nor marked 'not run: why': " + ", ".join(unmarked)
     assert broken == []
+
+
+def test_a_signed_figure_that_rounds_to_zero_reads_plus_zero():
+    """docs/results.md showed LoRA+'s upper bound -0.0002 as "-0.000"; the report writes +0.000, so do the tables."""
+    assert doctables._signed_ci(-0.0075, -0.0152, -0.0002) == "-0.007 [-0.015, +0.000]"
+    assert doctables._signed_ci(0.0123, -0.0004, 0.02, digits=2) == "+0.01 [+0.00, +0.02]"

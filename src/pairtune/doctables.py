@@ -100,7 +100,11 @@ def _ci(x: float, low: float, high: float, digits: int = 3) -> str:
 
 
 def _signed_ci(x: float, low: float, high: float, digits: int = 3) -> str:
-    return f"{x:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+    """+0.012 [-0.003, +0.020]; a figure that rounds to zero is +0.000, never -0.000 (as the report writes it)."""
+    def signed(v: float) -> str:
+        return f"{round(v, digits) + 0.0:+.{digits}f}"
+
+    return f"{signed(x)} [{signed(low)}, {signed(high)}]"
 
 
 def _lr(x: float) -> str:
