@@ -69,9 +69,23 @@ def _outs(lock: dict) -> dict[str, str]:
     for name, stage in lock["stages"].items():
         for o in stage.get("outs", []):
             # the report's Cost table quotes the training seconds; metrics/report.json holds its figures
-            if not o["path"].startswith(("metrics/train_", "metrics/tune_", "dvclive/", "plots/report.html")):
+            if not o["path"].startswith(("metrics/train/", "metrics/tune/", "dvclive/", "plots/report.html")):
                 out[f"{name}: {o['path']}"] = o.get("md5", "")
     return out
+
+
+def results(clone: Path) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """What a finished run says of itself: each method's training and search seconds (their own metrics,
+    `<stage>@<method>`), and the lr and alpha each method chose (a kind whose kernels round differently may
+    choose another point). The methods are the run's train.methods; paths as the pipeline writes them."""
+    methods = yaml.safe_load((clone / "params.yaml").read_text())["train"]["methods"]
+    trained = {f"{stage}@{m}": json.loads((clone / f"metrics/{stage}/{m}.json").read_text())[m][key]
+               for stage, key in TRAINING for m in methods}
+    # the rate train kept (after any retry, tune.retries), not only the search's
+    chosen = {m: {"lr": json.loads((clone / f"dvclive/train_{m}/train.json").read_text())["lr"],
+                  "alpha": json.loads((clone / f"plots/interpolate/{m}/chosen.json").read_text())["alpha"]}
+              for m in methods}
+    return trained, chosen
 
 
 def _one(rev: str, isa: str | None) -> dict:
@@ -88,12 +102,7 @@ def _one(rev: str, isa: str | None) -> dict:
         clone_s = time.perf_counter() - start
         install_s, install_rss, _ = _timed(["make", "install"], clone, env, log)
         repro_s, repro_rss, stages = _timed(["make", "repro"], clone, env, log)
-        trained = {f"{stage}@{mode}": json.loads((clone / f"metrics/{stage}_{mode}.json").read_text())[mode][key]
-                   for stage, key in TRAINING for mode in ("full", "lora")}
-        # What the run chose, per CPU kind: a kind whose kernels round differently may choose another point.
-        chosen = {mode: {"lr": json.loads((clone / f"plots/tune/{mode}/choice.json").read_text())["lr"],
-                         "alpha": json.loads((clone / f"plots/interpolate/{mode}/chosen.json").read_text())["alpha"]}
-                  for mode in ("full", "lora")}
+        trained, chosen = results(clone)
         mine = _outs(yaml.safe_load((clone / "dvc.lock").read_text()))
         ref = _outs(yaml.safe_load(subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=ROOT, capture_output=True,
                                                   text=True, check=True).stdout))

@@ -1,8 +1,9 @@
 """seeds: retrain a method at more training seeds, at its chosen operating point (params `seeds`).
 
 Reads params `seed`, `seeds.n`, `base.model`, `data.positive_threshold`, the train.* keys the train stage reads,
-`general.*`, `evaluate.batch_size`, <data>/{train,dev,eval}.jsonl, the base fingerprint <base>, <trained> (train's
-record: the learning rate it trained at, after any retry) and <chosen> (the interpolate stage's chosen alpha and the base's general scores).
+`general.*`, `evaluate.batch_size`, <data>/{train,dev,eval}.jsonl, the base fingerprint <base>, <trained>
+(train's record: the learning rate it trained at, after any retry) and <chosen> (the interpolate stage's chosen
+alpha and the base's general scores).
 With seeds.n = 1 it trains nothing (and imports no torch). With N > 1 it trains N - 1 more runs (seeds seed+1
 ... seed+N-1), blends each at the chosen alpha and scores eval and the general set.
 Writes <out>/points.json: the lr, alpha, seeds and, per extra seed, its figures and its scores pair by pair

@@ -3,9 +3,10 @@
 Reads params `seed`, `data.positive_threshold`, `train.*` (shared keys and the mode's own section),
 `tune.{metric,tie,retries,retry_factor}`, <data>/{train,dev}.jsonl, the base fingerprint <base> and <tune> (the
 learning rate chosen on dev, used when `train.<mode>.lr` is auto). A searched rate whose whole run came apart on
-dev is trained again at a lower rate (tune.retries; pairtune.training.train_checked); train.json says so. Writes <out>/ (a SentenceTransformer folder for
-`full`, adapter files only for `lora`, plus the probe fingerprint), <metrics> (training cost under the mode's
-name) and in <live> the DVCLive curves and train.json (the full record: knobs as decided, machine, sizes).
+dev is trained again at a lower rate (tune.retries; pairtune.training.train_checked); train.json says so.
+Writes <out>/ (a SentenceTransformer folder for `full`, adapter files only for `lora`, plus the probe
+fingerprint), <metrics> (training cost under the mode's name) and in <live> the DVCLive curves and train.json
+(the full record: knobs as decided, machine, sizes).
 Run: python stages/train.py --mode lora --data data/prepared --base models/base --out models/lora \
          --metrics metrics/train/lora.json --live dvclive/train_lora --tune plots/tune/lora/choice.json
 """
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     # cost a person compares across experiments. The wall time stays out of the record so a rerun that
     # trains the same bytes leaves the DVCLive folder (a cached out) byte-identical.
     # (the dev curve is DVCLive's, beside it)
-    io.write_json(Path(args.live) / "train.json", {k: v for k, v in metrics.items() if k not in ("train_wall_s", "dev")})
+    io.write_json(Path(args.live) / "train.json",
+                  {k: v for k, v in metrics.items() if k not in ("train_wall_s", "dev")})
     io.write_json(args.metrics, {args.mode: {"train_s": metrics["train_wall_s"],
                                              "mb": round(metrics["artifact_bytes"] / 1e6, 3)}})
 

@@ -123,7 +123,8 @@ TINY_PARAMS = {
                        "target_modules": ["query", "value"], "rslora": False, "dora": False,
                        "init": "default", "loraplus_ratio": 1}},
     # the tiny run is 10 steps: rungs of 3 x 10 and 2 x 10 (a trial is never longer than the run it stands for)
-    "tune": {"metric": "auto", "budget": 7.0, "rungs": 2, "tie": 0.002, "extend": 1, "retries": 1, "retry_factor": 0.5, "full": [1e-4, 1e-3, 1e-2],
+    "tune": {"metric": "auto", "budget": 7.0, "rungs": 2, "tie": 0.002, "extend": 1, "retries": 1, "retry_factor": 0.5,
+             "full": [1e-4, 1e-3, 1e-2],
              "lora": [1e-3, 1e-2, 5e-2]},
     "evaluate": {"batch_size": 64, "bootstrap": 50, "confidence": 0.95, "recall_target": 0.9, "worst_errors": 5, "cluster": True,
                  "cluster_sample": 0, "cluster_seeds": 2,

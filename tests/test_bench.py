@@ -71,3 +71,19 @@ def test_gpu_report_names_failed_tests(tmp_path):
     rc = gpu_report.main(["--out", str(tmp_path / "r.json"), "--smi", str(tmp_path / "none"), "--junit", str(junit),
                           "--tests-rc", "1", "--bench", str(tmp_path / "none.json"), "--bench-rc", "0", "--wall", "5"])
     assert rc == 1 and json.loads((tmp_path / "r.json").read_text())["cuda_tests"]["failures"] == 1
+
+
+def test_first_run_reads_what_the_pipeline_writes():
+    """bench/first_run.py read metrics/tune_full.json, a path the pipeline stopped writing at 9ac90a5: the run of
+    2026-12-07 (late) trained for 10 minutes and then crashed. Its reader, on this checkout's committed run."""
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import first_run
+
+    trained, chosen = first_run.results(ROOT)
+    assert set(trained) == {"tune@full", "tune@lora", "train@full", "train@lora"}
+    assert all(v > 0 for v in trained.values())
+    assert set(chosen) == {"full", "lora"} and all(0 < c["lr"] < 1 and 0 <= c["alpha"] <= 1 for c in chosen.values())
+    outs = first_run._outs(yaml.safe_load((ROOT / "dvc.lock").read_text()))
+    assert outs and not [k for k in outs if "metrics/train/" in k or "metrics/tune/" in k]  # wall times left out

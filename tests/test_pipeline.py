@@ -196,9 +196,9 @@ def test_2_minimal_reruns(repo):
     assert _with_param(repo, "seeds.n", 2) == {"seeds@full", "seeds@lora", "report"}
     assert _with_param(repo, "export.operating_point", "tuned") == {"export@full", "export@lora", "report"}
     # the full-length check of a searched rate is the train stage's, not the search's: the trials are not rerun
-    assert _with_param(repo, "tune.retries", 0) == {"train@full", "train@lora", "evaluate@full", "evaluate@lora",
-                                                    "interpolate@full", "interpolate@lora", "export@full", "export@lora",
-                                                    "seeds@full", "seeds@lora", "report"}
+    assert _with_param(repo, "tune.retries", 0) == {
+        "train@full", "train@lora", "evaluate@full", "evaluate@lora", "interpolate@full", "interpolate@lora",
+        "export@full", "export@lora", "seeds@full", "seeds@lora", "report"}
     everything = {"generate", "prepare", "base", "tune@full", "tune@lora", "train@full", "train@lora",
                   "evaluate@full", "evaluate@lora", "interpolate@full", "interpolate@lora", "export@full", "export@lora",
                   "seeds@full", "seeds@lora", "report"}

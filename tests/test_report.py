@@ -279,7 +279,8 @@ def test_a_retried_run_is_told_where_the_rate_is(inputs):
     edge = dict(TRIALS, lr=1e-2, note="chose the largest rate tried (0.01): a better rate may lie beyond it")
     retried = [{"lr": 1e-2, "dev_auc_first": 0.79, "dev_auc_end": 0.66}, {"lr": 5e-3, "dev_auc_first": 0.8,
                                                                           "dev_auc_end": 0.9}]
-    train = {"full": inputs.train["full"], "lora": dict(inputs.train["lora"], lr=5e-3, searched_lr=1e-2, retried=retried)}
+    train = {"full": inputs.train["full"],
+             "lora": dict(inputs.train["lora"], lr=5e-3, searched_lr=1e-2, retried=retried)}
     html, _ = build(_with(inputs, tune={"full": {"lr": 1e-3, "searched": 0}, "lora": edge}, train=train))
     head = html.split('<p class="verdict">')[1].split("</p>")[0]
     assert ("LoRA at lr 0.005 (chosen on dev among 3 rates; its whole run at 0.01 came apart on dev: retrained "

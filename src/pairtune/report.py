@@ -687,14 +687,14 @@ def verdict(inp: Inputs, comparison: dict[str, float]) -> str:
 
 
 def diagnose(points: list[tuple[float, float]], base: float | None, plateau: float, metric: str,
-             came_apart: float | None = None) -> tuple[str, str]:
+             apart_lr: float | None = None) -> tuple[str, str]:
     """One training run read from its own dev curve (one point an epoch): (finding, plain sentence).
 
     did_nothing: the last epoch is no better than the base (by more than `plateau`); unstable: more than
     `plateau` below its best and climbing back over the last epoch (a collapse at the peak learning rate, seen
     with LoRA+ on the harder demo: not an under-trained run, whose cure, more epochs or a higher rate, would be
     the wrong advice); over_fitted: fell more than `plateau` below its best; under_trained: at its best and still
-    rising by more than `plateau` over the last epoch; else flat. `came_apart`: a higher rate whose whole run came
+    rising by more than `plateau` over the last epoch; else flat. `apart_lr`: a higher rate whose whole run came
     apart (tune.retries), so an under-trained run is not told to raise its rate."""
     vals = [v for _, v in points if not math.isnan(v)]
     if not vals:
@@ -713,8 +713,8 @@ def diagnose(points: list[tuple[float, float]], base: float | None, plateau: flo
         return "over_fitted", (f"peaked at epoch {peak} (dev {metric} {best:.3f}) and fell to {last:.3f}: over-fitted; "
                                "fewer train.epochs, train.checkpoint: best, or a lower learning rate")
     if rising:
-        cure = ("more train.epochs should help (a higher rate, {:g}, came apart at full length)".format(came_apart)
-                if came_apart else "more train.epochs, or a higher learning rate, should help")
+        cure = (f"more train.epochs should help (a higher rate, {apart_lr:g}, came apart at full length)"
+                if apart_lr else "more train.epochs, or a higher learning rate, should help")
         return "under_trained", (f"was still improving at the last epoch (dev {metric} {vals[-2]:.3f} → {last:.3f}): "
                                  f"under-trained; {cure}")
     return "converged", f"levelled off (dev {metric} {last:.3f}, within {plateau:g} over the last epoch)"
@@ -894,14 +894,18 @@ def _tune_rows(inp: Inputs, found: dict[str, tuple[str, str]]) -> list[dict[str,
                       if rec.get("extended") else "")
                    + ("; ties by trial retention" if rec.get("tie_break") == "retention" else "")
                    + (f". Note: it {note}" if note else "")
-                   + (". Checked at full length (tune.retries): " + "; ".join(
-                       f"lr {r['lr']:g} ended at dev {NAMES.get(rec['metric'], rec['metric'])} "
-                       f"{r['dev_' + rec['metric'] + '_end']:.3f}, its first epoch {r['dev_' + rec['metric'] + '_first']:.3f}"
-                       for r in retry) + f"; kept lr {lr:g}, the run ending higher on dev" if retry else ""))
+                   + (f". Checked at full length (tune.retries): {_retries(retry, rec['metric'])}; kept lr {lr:g}, "
+                      "the run ending higher on dev" if retry else ""))
         else:
             how = "set in params.yaml (train.<mode>.lr is a number): no search"
         rows.append({"mode": label(mode), "lr": f"{lr:g}", "how": how})
     return rows
+
+
+def _retries(retry: list[dict[str, float]], metric: str) -> str:
+    """Each whole run of a retried rate (train.json's `retried`): its lr, its last and first dev figure."""
+    return "; ".join(f"lr {r['lr']:g} ended at dev {NAMES.get(metric, metric)} {r[f'dev_{metric}_end']:.3f}, "
+                     f"its first epoch {r[f'dev_{metric}_first']:.3f}" for r in retry)
 
 
 def _signed(x: float) -> str:
