@@ -73,17 +73,34 @@ def test_gpu_report_names_failed_tests(tmp_path):
     assert rc == 1 and json.loads((tmp_path / "r.json").read_text())["cuda_tests"]["failures"] == 1
 
 
-def test_first_run_reads_what_the_pipeline_writes():
+def test_first_run_reads_what_the_pipeline_writes(tmp_path):
     """bench/first_run.py read metrics/tune_full.json, a path the pipeline stopped writing at 9ac90a5: the run of
-    2026-12-07 (late) trained for 10 minutes and then crashed. Its reader, on this checkout's committed run."""
+    2026-12-07 (late) trained for 10 minutes and then crashed. Its reader, on a run folder laid out as the
+    pipeline lays it out: the git-tracked metrics of the committed run, and the two DVC outputs (absent from a
+    clean clone) at the paths dvc.yaml declares."""
+    import shutil
+
     import yaml
 
     sys.path.insert(0, str(ROOT / "bench"))
     import first_run
 
-    trained, chosen = first_run.results(ROOT)
-    assert set(trained) == {"tune@full", "tune@lora", "train@full", "train@lora"}
+    run = tmp_path / "run"
+    methods = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["methods"]
+    run.mkdir()
+    shutil.copy(ROOT / "params.yaml", run / "params.yaml")
+    for stage in ("tune", "train"):
+        shutil.copytree(ROOT / "metrics" / stage, run / "metrics" / stage)
+    pipeline = (ROOT / "dvc.yaml").read_text()
+    for m in methods:
+        for path, record in ((f"dvclive/train_{m}/train.json", {"lr": 1e-3}),
+                             (f"plots/interpolate/{m}/chosen.json", {"alpha": 0.6})):
+            assert path.replace(m, "${item.mode}") in pipeline  # a path the pipeline writes (and a stage reads)
+            (run / path).parent.mkdir(parents=True)
+            (run / path).write_text(json.dumps(record))
+    trained, chosen = first_run.results(run)
+    assert set(trained) == {f"{s}@{m}" for s in ("tune", "train") for m in methods}
     assert all(v > 0 for v in trained.values())
-    assert set(chosen) == {"full", "lora"} and all(0 < c["lr"] < 1 and 0 <= c["alpha"] <= 1 for c in chosen.values())
+    assert chosen == {m: {"lr": 1e-3, "alpha": 0.6} for m in methods}
     outs = first_run._outs(yaml.safe_load((ROOT / "dvc.lock").read_text()))
     assert outs and not [k for k in outs if "metrics/train/" in k or "metrics/tune/" in k]  # wall times left out
