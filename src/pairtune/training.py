@@ -384,7 +384,7 @@ def came_apart(curve: list[float], margin: float) -> bool:
     tune trials cannot see this (LoRA+ on the harder demo: its 69-step trial at 2e-3 was the best, the whole
     run reached 0.79 dev AUC after epoch 1 and ended at 0.66; bench/methods.json), and interpolation cannot buy
     it back. Of the 19 whole runs whose curves the DVC cache held on 2026-12-07 (eight methods, the demo and the
-    harder demo), that one alone ended below its first epoch (-0.131); the others ended 0.008 to 0.12 above it
+    harder demo), that one alone ended below its first epoch (-0.131); the others ended 0.008 to 0.097 above it
     (docs/results.md)."""
     return len(curve) > 1 and curve[-1] < curve[0] - margin
 
